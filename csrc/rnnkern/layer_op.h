@@ -1,0 +1,195 @@
+// The tensor-level ops of one layer-direction, shared by every device:
+// argument checks, buffer allocation, the input projection (one GEMM for all
+// steps), the time loop (driver.h) and, in backward, the weight/bias/input
+// gradients as single GEMMs / reductions after the loop.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Optional.h>
+
+#include <array>
+#include <tuple>
+
+#include "driver.h"
+
+namespace rnnkern {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+// Checks shared by forward and backward; defined in layer_checks.cpp.
+Mode checked_mode(int64_t mode);
+SeqLayout checked_layout(const Tensor& input, const OptTensor& batch_sizes);
+void check_weights(Mode mode, const Tensor& input, const Tensor& w_ih, const Tensor& w_hh);
+void check_state(const char* name, const OptTensor& state, const Tensor& like, int64_t batch,
+                 int64_t hidden);
+
+inline const Tensor* defined_or_null(const OptTensor& t) {
+  return t.has_value() && t->defined() ? &*t : nullptr;
+}
+
+template <typename T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+template <class Backend>
+ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
+                            const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
+                            const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                            bool reverse, bool train) {
+  const Mode mode = checked_mode(mode_id);
+  const SeqLayout seq = checked_layout(input, batch_sizes);
+  check_weights(mode, input, w_ih, w_hh);
+  const int64_t H = w_hh.size(1);
+  const int64_t GH = w_hh.size(0);
+  check_state("hx", hx, input, seq.batch, H);
+  if (mode == Mode::LSTM) {
+    TORCH_CHECK(defined_or_null(cx), "rnnkern: LSTM needs a cell state cx");
+    check_state("cx", cx, input, seq.batch, H);
+  }
+  for (const OptTensor* b : {&b_ih, &b_hh}) {
+    if (const Tensor* bias = defined_or_null(*b)) {
+      TORCH_CHECK(bias->dim() == 1 && bias->size(0) == GH, "rnnkern: bias must have shape [",
+                  GH, "], got ", bias->sizes());
+      TORCH_CHECK(bias->scalar_type() == input.scalar_type() && bias->device() == input.device(),
+                  "rnnkern: bias must match the input's dtype and device");
+    }
+  }
+
+  const auto opts = input.options();
+  const Tensor x = input.contiguous().view({seq.rows_total, input.size(-1)});
+  const Tensor w_hh_c = w_hh.contiguous();
+
+  // Fold every bias that adds to the pre-activations into the input
+  // projection; for the GRU, b_hn stays apart (it is scaled by r).
+  Tensor bias_x;
+  Tensor bias_hn;
+  const Tensor* bi = defined_or_null(b_ih);
+  const Tensor* bh = defined_or_null(b_hh);
+  if (bh != nullptr && mode == Mode::GRU) {
+    bias_x = bi ? bi->clone() : at::zeros({GH}, opts);
+    bias_x.narrow(0, 0, 2 * H).add_(bh->narrow(0, 0, 2 * H));
+    bias_hn = bh->narrow(0, 2 * H, H).contiguous();
+  } else if (bh != nullptr) {
+    bias_x = bi ? at::add(*bi, *bh) : *bh;
+  } else if (bi != nullptr) {
+    bias_x = *bi;
+  }
+  Tensor gates = bias_x.defined() ? at::addmm(bias_x, x, w_ih.t()) : at::mm(x, w_ih.t());
+
+  Tensor h = hx.contiguous().clone();
+  Tensor c = mode == Mode::LSTM ? cx->contiguous().clone() : Tensor();
+  Tensor output = at::empty({seq.rows_total, H}, opts);
+  Tensor gates_h = mode == Mode::GRU ? at::empty({seq.batch, GH}, opts) : Tensor();
+  Tensor saved_h_prev = train ? at::empty({seq.rows_total, H}, opts) : Tensor();
+  Tensor saved_extra = train && (mode == Mode::LSTM || mode == Mode::GRU)
+                           ? at::empty({seq.rows_total, H}, opts)
+                           : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rnnkern_layer_forward", [&] {
+    ForwardBuffers<scalar_t> buf{w_hh_c.data_ptr<scalar_t>(),
+                                 ptr_or_null<scalar_t>(bias_hn),
+                                 gates.data_ptr<scalar_t>(),
+                                 ptr_or_null<scalar_t>(gates_h),
+                                 h.data_ptr<scalar_t>(),
+                                 ptr_or_null<scalar_t>(c),
+                                 output.data_ptr<scalar_t>(),
+                                 ptr_or_null<scalar_t>(saved_h_prev),
+                                 ptr_or_null<scalar_t>(saved_extra)};
+    forward_loop<Backend, scalar_t>(mode, seq, H, reverse, buf);
+  });
+
+  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
+  out_shape.back() = H;
+  return {output.view(out_shape), h, mode == Mode::LSTM ? c : at::empty({0}, opts),
+          train ? saved_h_prev : at::empty({0}, opts), train ? gates : at::empty({0}, opts),
+          saved_extra.defined() ? saved_extra : at::empty({0}, opts)};
+}
+
+// output_mask: gradients wanted for {input, hx and cx, w_ih and w_hh, biases}.
+template <class Backend>
+BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
+                              const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
+                              const Tensor& saved_h_prev, const Tensor& saved_gates,
+                              const Tensor& saved_extra, const OptTensor& grad_output,
+                              const OptTensor& grad_hy, const OptTensor& grad_cy, bool reverse,
+                              std::array<bool, 4> output_mask) {
+  const Mode mode = checked_mode(mode_id);
+  const SeqLayout seq = checked_layout(input, batch_sizes);
+  check_weights(mode, input, w_ih, w_hh);
+  const int64_t H = w_hh.size(1);
+  const int64_t GH = w_hh.size(0);
+  const int64_t N = seq.rows_total;
+  TORCH_CHECK(saved_h_prev.numel() == N * H && saved_gates.numel() == N * GH &&
+                  output.numel() == N * H,
+              "rnnkern: saved forward state does not match the input; was the forward run "
+              "with train=True?");
+  const bool has_extra = mode == Mode::LSTM || mode == Mode::GRU;
+  TORCH_CHECK(!has_extra || saved_extra.numel() == N * H,
+              "rnnkern: saved forward state does not match the input");
+
+  const auto opts = input.options();
+  auto state_grad = [&](const OptTensor& g) {
+    const Tensor* t = defined_or_null(g);
+    if (t == nullptr) return at::zeros({seq.batch, H}, opts);
+    check_state("grad of the final state", g, input, seq.batch, H);
+    return t->contiguous().clone();
+  };
+  Tensor dh = state_grad(grad_hy);
+  Tensor dc = mode == Mode::LSTM ? state_grad(grad_cy) : Tensor();
+  Tensor dy;
+  if (const Tensor* g = defined_or_null(grad_output)) {
+    TORCH_CHECK(g->numel() == N * H, "rnnkern: grad_output has the wrong number of elements");
+    dy = g->contiguous();
+  }
+  Tensor dgates = at::empty({N, GH}, opts);
+  Tensor dgates_h = mode == Mode::GRU ? at::empty({N, GH}, opts) : dgates;
+  const Tensor out_c = output.contiguous();
+  const Tensor w_hh_c = w_hh.contiguous();
+  const Tensor h_prev = saved_h_prev.contiguous().view({N, H});
+  const Tensor gates_c = saved_gates.contiguous();
+  const Tensor extra_c = has_extra ? saved_extra.contiguous() : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rnnkern_layer_backward", [&] {
+    BackwardBuffers<scalar_t> buf{w_hh_c.data_ptr<scalar_t>(),
+                                  gates_c.data_ptr<scalar_t>(),
+                                  ptr_or_null<scalar_t>(extra_c),
+                                  h_prev.data_ptr<scalar_t>(),
+                                  out_c.data_ptr<scalar_t>(),
+                                  ptr_or_null<scalar_t>(dy),
+                                  dh.data_ptr<scalar_t>(),
+                                  ptr_or_null<scalar_t>(dc),
+                                  dgates.data_ptr<scalar_t>(),
+                                  dgates_h.data_ptr<scalar_t>()};
+    backward_loop<Backend, scalar_t>(mode, seq, H, reverse, buf);
+  });
+
+  Tensor grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh;
+  if (output_mask[0]) grad_input = at::mm(dgates, w_ih).view(input.sizes());
+  if (output_mask[2]) {
+    const Tensor x = input.contiguous().view({N, input.size(-1)});
+    grad_w_ih = at::mm(dgates.t(), x);
+    grad_w_hh = at::mm(dgates_h.t(), h_prev);
+  }
+  if (output_mask[3]) {
+    grad_b_ih = at::sum(dgates, 0);
+    grad_b_hh = mode == Mode::GRU ? at::sum(dgates_h, 0) : grad_b_ih.clone();
+  }
+  if (!output_mask[1]) {
+    dh = Tensor();
+    dc = Tensor();
+  }
+  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh};
+}
+
+}  // namespace rnnkern

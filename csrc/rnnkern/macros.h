@@ -1,0 +1,18 @@
+// Portability macros shared by host (C++) and device (CUDA) code.
+#pragma once
+
+#if defined(__CUDACC__) || defined(RNNKERN_SIMT_EMULATION)
+#define RK_HOST_DEVICE __host__ __device__
+#else
+#define RK_HOST_DEVICE
+#endif
+
+#if defined(__CUDACC__)
+#define RK_INLINE __forceinline__
+#elif defined(__GNUC__)
+#define RK_INLINE inline __attribute__((always_inline))
+#else
+#define RK_INLINE inline
+#endif
+
+#define RK_HD_INLINE RK_HOST_DEVICE RK_INLINE
