@@ -1,0 +1,127 @@
+"""The autograd functions over the fused C++ time loops: the functional API.
+
+``rnn_layer`` runs one layer in one direction; ``rnn_stack`` stacks layers and
+directions exactly as torch.nn does (dropout between layers in training,
+directions concatenated on the feature dimension).
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import _ops
+
+
+class RNNLayerFunction(torch.autograd.Function):
+    """One layer-direction of RNN_TANH / RNN_RELU / LSTM / GRU.
+
+    input is ``[T, B, I]`` (or packed ``[rows, I]`` with ``batch_sizes``); hx
+    and cx are ``[B, H]``. Returns ``(output, h_n, c_n)``; ``c_n`` is an empty
+    tensor except for the LSTM.
+    """
+
+    @staticmethod
+    def forward(ctx, mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train):
+        output, hy, cy, h_prev, gates, extra = _ops.layer_forward(
+            mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train
+        )
+        ctx.set_materialize_grads(False)
+        ctx.mode = mode
+        ctx.reverse = reverse
+        ctx.has_bias = b_ih is not None
+        if train:
+            ctx.save_for_backward(input, batch_sizes, w_ih, w_hh, output, h_prev, gates, extra)
+        return output, hy, cy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output, grad_hy, grad_cy):
+        if not ctx.saved_tensors:
+            raise RuntimeError(
+                "rnnkern: the forward pass ran without saving state for backward "
+                "(train=False); run it with grad enabled"
+            )
+        input, batch_sizes, w_ih, w_hh, output, h_prev, gates, extra = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        # need: (mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train)
+        mask = [need[1], need[3] or need[4], need[5] or need[6], ctx.has_bias and (need[7] or need[8])]
+        if not any(mask):
+            return (None,) * 11
+        g_in, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh = _ops.layer_backward(
+            ctx.mode, input, batch_sizes, w_ih, w_hh, output, h_prev, gates, extra,
+            grad_output, grad_hy, grad_cy, ctx.reverse, mask,
+        )
+
+        def wanted(grad, i):
+            return grad if need[i] else None
+
+        return (None, wanted(g_in, 1), None, wanted(g_hx, 3), wanted(g_cx, 4),
+                wanted(g_wih, 5), wanted(g_whh, 6), wanted(g_bih, 7), wanted(g_bhh, 8), None, None)
+
+
+def _needs_grad(tensors: Sequence[Optional[Tensor]]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def rnn_layer(
+    mode: str,
+    input: Tensor,
+    hx: Tensor,
+    cx: Optional[Tensor],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+    reverse: bool = False,
+    batch_sizes: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """One layer-direction. Returns ``(output, h_n, c_n)``; ``c_n`` is None
+    except for ``mode == "LSTM"``."""
+    mode_id = _ops.MODE_IDS[mode]
+    train = _needs_grad((input, hx, cx, w_ih, w_hh, b_ih, b_hh))
+    output, hy, cy = RNNLayerFunction.apply(
+        mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train
+    )
+    return output, hy, (cy if mode == "LSTM" else None)
+
+
+def rnn_stack(
+    mode: str,
+    input: Tensor,
+    hx: Tensor,
+    cx: Optional[Tensor],
+    weights: List[List[Tensor]],
+    num_layers: int,
+    bidirectional: bool,
+    dropout: float = 0.0,
+    training: bool = False,
+    batch_sizes: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """All layers and directions, as torch.nn's modules run them.
+
+    input: ``[T, B, I]`` (sequence first) or packed ``[rows, I]``; hx, cx:
+    ``[num_layers * num_directions, B, H]``; weights: per layer-direction
+    ``[w_ih, w_hh]`` or ``[w_ih, w_hh, b_ih, b_hh]``.
+    Returns ``(output, h_n, c_n)``.
+    """
+    num_directions = 2 if bidirectional else 1
+    h_n, c_n = [], []
+    layer_input = input
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            index = layer * num_directions + direction
+            w = weights[index]
+            b_ih, b_hh = (w[2], w[3]) if len(w) == 4 else (None, None)
+            output, h, c = rnn_layer(
+                mode, layer_input, hx[index], cx[index] if cx is not None else None,
+                w[0], w[1], b_ih, b_hh, reverse=direction == 1, batch_sizes=batch_sizes,
+            )
+            outputs.append(output)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, -1)
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = torch.nn.functional.dropout(layer_input, dropout, True)
+    return layer_input, torch.stack(h_n), (torch.stack(c_n) if cx is not None else None)
