@@ -11,20 +11,23 @@ extern "C" PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(rnnkern, m) {
   // One layer-direction of RNN_TANH (0), RNN_RELU (1), LSTM (2) or GRU (3).
-  // input: [T, B, I] or, with batch_sizes, packed [rows, I]. Returns the output
-  // ([T, B, H] / [rows, H]), h_n and c_n (LSTM; else empty), and the state saved
-  // for backward when train is set (else empty).
+  // input: [T, B, I] or, with batch_sizes, packed [rows, I]; w_hr: the LSTM's
+  // projection [proj_size, H]. Returns the output ([T, B, R] / [rows, R], R = H
+  // or proj_size), h_n and c_n (LSTM; else empty), and the state saved for
+  // backward when train is set (else empty).
   m.def(
       "layer_forward(int mode, Tensor input, Tensor? batch_sizes, Tensor hx, Tensor? cx, "
-      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, bool train) -> "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, "
+      "bool train) -> "
       "(Tensor output, Tensor hy, Tensor cy, Tensor saved_h_prev, Tensor saved_gates, "
       "Tensor saved_extra)");
   // output_mask: {input, hx/cx, weights, biases}; gradients not asked for are
   // returned undefined.
   m.def(
       "layer_backward(int mode, Tensor input, Tensor? batch_sizes, Tensor w_ih, Tensor w_hh, "
+      "Tensor? w_hr, "
       "Tensor output, Tensor saved_h_prev, Tensor saved_gates, Tensor saved_extra, "
       "Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, bool[4] output_mask) "
       "-> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
-      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
 }

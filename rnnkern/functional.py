@@ -22,16 +22,18 @@ class RNNLayerFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train):
+    def forward(ctx, mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                train):
         output, hy, cy, h_prev, gates, extra = _ops.layer_forward(
-            mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train
+            mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train
         )
         ctx.set_materialize_grads(False)
         ctx.mode = mode
         ctx.reverse = reverse
         ctx.has_bias = b_ih is not None
         if train:
-            ctx.save_for_backward(input, batch_sizes, w_ih, w_hh, output, h_prev, gates, extra)
+            ctx.save_for_backward(input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates,
+                                  extra)
         return output, hy, cy
 
     @staticmethod
@@ -42,22 +44,19 @@ class RNNLayerFunction(torch.autograd.Function):
                 "rnnkern: the forward pass ran without saving state for backward "
                 "(train=False); run it with grad enabled"
             )
-        input, batch_sizes, w_ih, w_hh, output, h_prev, gates, extra = ctx.saved_tensors
+        input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra = ctx.saved_tensors
         need = ctx.needs_input_grad
-        # need: (mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train)
-        mask = [need[1], need[3] or need[4], need[5] or need[6], ctx.has_bias and (need[7] or need[8])]
+        # need: (mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train)
+        mask = [need[1], need[3] or need[4], need[5] or need[6] or need[9],
+                ctx.has_bias and (need[7] or need[8])]
         if not any(mask):
-            return (None,) * 11
-        g_in, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh = _ops.layer_backward(
-            ctx.mode, input, batch_sizes, w_ih, w_hh, output, h_prev, gates, extra,
+            return (None,) * 12
+        g_in, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh, g_whr = _ops.layer_backward(
+            ctx.mode, input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra,
             grad_output, grad_hy, grad_cy, ctx.reverse, mask,
         )
-
-        def wanted(grad, i):
-            return grad if need[i] else None
-
-        return (None, wanted(g_in, 1), None, wanted(g_hx, 3), wanted(g_cx, 4),
-                wanted(g_wih, 5), wanted(g_whh, 6), wanted(g_bih, 7), wanted(g_bhh, 8), None, None)
+        grads = (None, g_in, None, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh, g_whr, None, None)
+        return tuple(g if wanted else None for g, wanted in zip(grads, need))
 
 
 def _needs_grad(tensors: Sequence[Optional[Tensor]]) -> bool:
@@ -73,17 +72,28 @@ def rnn_layer(
     w_hh: Tensor,
     b_ih: Optional[Tensor] = None,
     b_hh: Optional[Tensor] = None,
+    w_hr: Optional[Tensor] = None,
     reverse: bool = False,
     batch_sizes: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """One layer-direction. Returns ``(output, h_n, c_n)``; ``c_n`` is None
-    except for ``mode == "LSTM"``."""
+    except for ``mode == "LSTM"``. ``w_hr`` is the LSTM's projection
+    (``proj_size > 0``)."""
     mode_id = _ops.MODE_IDS[mode]
-    train = _needs_grad((input, hx, cx, w_ih, w_hh, b_ih, b_hh))
+    train = _needs_grad((input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr))
     output, hy, cy = RNNLayerFunction.apply(
-        mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse, train
+        mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train
     )
     return output, hy, (cy if mode == "LSTM" else None)
+
+
+def _unpack_weights(w: Sequence[Tensor]):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) from one layer-direction's weights in torch.nn's order."""
+    if len(w) == 2:
+        return w[0], w[1], None, None, None
+    if len(w) == 3:
+        return w[0], w[1], None, None, w[2]
+    return w[0], w[1], w[2], w[3], (w[4] if len(w) == 5 else None)
 
 
 def rnn_stack(
@@ -102,7 +112,8 @@ def rnn_stack(
 
     input: ``[T, B, I]`` (sequence first) or packed ``[rows, I]``; hx, cx:
     ``[num_layers * num_directions, B, H]``; weights: per layer-direction
-    ``[w_ih, w_hh]`` or ``[w_ih, w_hh, b_ih, b_hh]``.
+    torch.nn's order, ``[w_ih, w_hh]`` + ``[b_ih, b_hh]`` with biases + ``[w_hr]``
+    with a projection.
     Returns ``(output, h_n, c_n)``.
     """
     num_directions = 2 if bidirectional else 1
@@ -112,11 +123,10 @@ def rnn_stack(
         outputs = []
         for direction in range(num_directions):
             index = layer * num_directions + direction
-            w = weights[index]
-            b_ih, b_hh = (w[2], w[3]) if len(w) == 4 else (None, None)
+            w_ih, w_hh, b_ih, b_hh, w_hr = _unpack_weights(weights[index])
             output, h, c = rnn_layer(
                 mode, layer_input, hx[index], cx[index] if cx is not None else None,
-                w[0], w[1], b_ih, b_hh, reverse=direction == 1, batch_sizes=batch_sizes,
+                w_ih, w_hh, b_ih, b_hh, w_hr, reverse=direction == 1, batch_sizes=batch_sizes,
             )
             outputs.append(output)
             h_n.append(h)

@@ -11,92 +11,111 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _ops
+from . import _autocast, _ops
 from .functional import rnn_stack
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU"]
 
 
+def check_dtype(dtype):
+    if dtype not in _ops.SUPPORTED_DTYPES:
+        names = ", ".join(str(d).replace("torch.", "") for d in _ops.SUPPORTED_DTYPES)
+        raise NotImplementedError(f"rnnkern: dtype {dtype} is not supported ({names} are)")
+
+
 class RNNBase(nn.RNNBase):
     """torch.nn.RNNBase with the fused rnnkern forward."""
 
-    def __init__(self, mode, *args, **kwargs):
-        super().__init__(mode, *args, **kwargs)
-        if self.proj_size > 0:
-            raise NotImplementedError("rnnkern: LSTM with proj_size > 0 is not supported yet")
-
-    def _check_supported(self, input, batch_sizes):
-        if input.dtype not in _ops.SUPPORTED_DTYPES:
-            raise NotImplementedError(
-                f"rnnkern: dtype {input.dtype} is not supported yet (float32 and float64 are)"
-            )
-
     def forward(self, input, hx=None):
         self._update_flat_weights()
-        if isinstance(input, PackedSequence):
-            raise NotImplementedError("rnnkern: PackedSequence input is not supported yet")
         lstm = self.mode == "LSTM"
         name = "LSTM" if lstm else ("GRU" if self.mode == "GRU" else "RNN")
         num_directions = 2 if self.bidirectional else 1
-
-        if input.dim() not in (2, 3):
-            # torch.nn's own wording, which differs by class.
-            what = "tensor instead" if name == "RNN" else "instead"
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D {what}")
-        is_batched = input.dim() == 3
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        orig_input = input
+        batch_sizes = sorted_indices = unsorted_indices = None
+        is_batched = True
         batch_dim = 0 if self.batch_first else 1
-        if not is_batched:
-            input = input.unsqueeze(batch_dim)
-        batch = input.size(0) if self.batch_first else input.size(1)
+
+        if isinstance(orig_input, PackedSequence):
+            input, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            batch = int(batch_sizes[0])
+        else:
+            if input.dim() not in (2, 3):
+                # torch.nn's own wording, which differs by class.
+                what = "tensor instead" if name == "RNN" else "instead"
+                raise ValueError(
+                    f"{name}: Expected input to be 2D or 3D, got {input.dim()}D {what}")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            batch = input.size(0) if self.batch_first else input.size(1)
 
         if hx is None:
             zeros = dict(dtype=input.dtype, device=input.device)
-            h0 = torch.zeros(self.num_layers * num_directions, batch, self.hidden_size, **zeros)
-            hx = (h0, torch.zeros_like(h0)) if lstm else h0
-        elif lstm:
+            layers = self.num_layers * num_directions
+            h0 = torch.zeros(layers, batch, real_hidden_size, **zeros)
+            hx = (h0, torch.zeros(layers, batch, self.hidden_size, **zeros)) if lstm else h0
+        elif batch_sizes is None:
+            hx = self._batched_hx(hx, is_batched, lstm)
+        if lstm and batch_sizes is None:
+            self.check_forward_args(input, hx, batch_sizes)
+        hx = self.permute_hidden(hx, sorted_indices)
+        if not lstm or batch_sizes is not None:
+            self.check_forward_args(input, hx, batch_sizes)
+        if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+        h0, c0 = hx if lstm else (hx, None)
+        weights = self._flat_weights
+        low = _autocast.autocast_dtype(input)
+        if low is not None:
+            input, h0, c0, *weights = _autocast.cast([input, h0, c0, *weights], low)
+        check_dtype(input.dtype)
+
+        x = input.transpose(0, 1) if self.batch_first and batch_sizes is None else input
+        per = len(weights) // (self.num_layers * num_directions)
+        output, h_n, c_n = rnn_stack(
+            self.mode, x, h0, c0, [weights[i:i + per] for i in range(0, len(weights), per)],
+            self.num_layers, self.bidirectional, self.dropout, self.training, batch_sizes,
+        )
+        if low is not None:
+            kind = "LSTM_PROJ" if self.proj_size > 0 else name
+            out_dtype, c_dtype = _autocast.result_dtypes(kind, low, input.device.type)
+            output, h_n = output.to(out_dtype), h_n.to(out_dtype)
+            c_n = c_n.to(c_dtype) if c_n is not None else None
+
+        hidden = (h_n, c_n) if lstm else h_n
+        if batch_sizes is not None:
+            packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return packed, self.permute_hidden(hidden, unsorted_indices)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if lstm else h_n.squeeze(1)
+        return output, hidden
+
+    @staticmethod
+    def _batched_hx(hx, is_batched, lstm):
+        """torch.nn's rank checks of a given hx, and its unsqueeze for unbatched input."""
+        if lstm:
             want = 3 if is_batched else 2
             if hx[0].dim() != want or hx[1].dim() != want:
                 kind = "batched 3-D" if is_batched else "unbatched 2-D"
                 raise RuntimeError(
                     f"For {kind} input, hx and cx should also be {want}-D but got "
-                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
-                )
-            if not is_batched:
-                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        else:
-            if is_batched and hx.dim() != 3:
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            return hx if is_batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if is_batched:
+            if hx.dim() != 3:
                 raise RuntimeError(
-                    f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor"
-                )
-            if not is_batched:
-                if hx.dim() != 2:
-                    raise RuntimeError(
-                        f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor"
-                    )
-                hx = hx.unsqueeze(1)
-        self.check_forward_args(input, hx, None)
-        if input.size(0 if not self.batch_first else 1) == 0:
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        self._check_supported(input, None)
-
-        x = input.transpose(0, 1) if self.batch_first else input
-        h0, c0 = hx if lstm else (hx, None)
-        output, h_n, c_n = rnn_stack(
-            self.mode, x, h0, c0, self._flat_weights_by_layer(), self.num_layers,
-            self.bidirectional, self.dropout, self.training,
-        )
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        if not is_batched:
-            output = output.squeeze(batch_dim)
-            h_n = h_n.squeeze(1)
-            c_n = c_n.squeeze(1) if c_n is not None else None
-        return output, ((h_n, c_n) if lstm else h_n)
-
-    def _flat_weights_by_layer(self):
-        per = len(self._flat_weights) // (self.num_layers * (2 if self.bidirectional else 1))
-        w = self._flat_weights
-        return [w[i : i + per] for i in range(0, len(w), per)]
+                    f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            return hx
+        if hx.dim() != 2:
+            raise RuntimeError(
+                f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+        return hx.unsqueeze(1)
 
 
 class RNN(RNNBase):
@@ -122,7 +141,7 @@ class RNN(RNNBase):
 
 
 class LSTM(RNNBase):
-    """Drop-in for :class:`torch.nn.LSTM`."""
+    """Drop-in for :class:`torch.nn.LSTM`, ``proj_size`` included."""
 
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)

@@ -44,7 +44,8 @@ void aten_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
     return trans ? t.t() : t;
   };
   at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, opts);
-  at::addmm_out(out, out, view(a, m, k, lda, ta), view(b, k, n, ldb, tb), beta, alpha);
+  at::addmm_out(out, out, view(a, m, k, lda, ta), view(b, k, n, ldb, tb), static_cast<double>(beta),
+                static_cast<double>(alpha));
 }
 
 template <typename T>
@@ -81,6 +82,20 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
           int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   gemm_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, c10::BFloat16 alpha,
+          const c10::BFloat16* a, int64_t lda, const c10::BFloat16* b, int64_t ldb,
+          c10::BFloat16 beta, c10::BFloat16* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  aten_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, c10::Half alpha, const c10::Half* a,
+          int64_t lda, const c10::Half* b, int64_t ldb, c10::Half beta, c10::Half* c,
+          int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  aten_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace cpu

@@ -1,6 +1,9 @@
 // Row-major GEMM on the CPU: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
 
 namespace rnnkern {
@@ -12,6 +15,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
           const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
           int64_t ldc);
+
+// bfloat16 and half: through ATen (no BLAS entry point is exported for them).
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c10::BFloat16 alpha,
+          const c10::BFloat16* a, int64_t lda, const c10::BFloat16* b, int64_t ldb,
+          c10::BFloat16 beta, c10::BFloat16* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c10::Half alpha,
+          const c10::Half* a, int64_t lda, const c10::Half* b, int64_t ldb, c10::Half beta,
+          c10::Half* c, int64_t ldc);
 
 }  // namespace cpu
 }  // namespace rnnkern

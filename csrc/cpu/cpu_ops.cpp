@@ -21,6 +21,10 @@ struct Backend {
     if (n > 0) std::memcpy(dst, src, n * sizeof(T));
   }
   template <typename T>
+  static void add(T* dst, const T* a, const T* b, int64_t n) {
+    cpu::add(dst, a, b, n);
+  }
+  template <typename T>
   static void forward_step(const ForwardStep<T>& s) {
     cpu::forward_step(s);
   }

@@ -1,8 +1,11 @@
 // The fused pointwise steps on the CPU: cell_math.h over every (row, column),
 // vectorised along the hidden dimension (`omp simd`; fast_math.h is written
 // to vectorise) and split over threads when a step has enough elements.
+// T is the storage type; the math runs in A = opmath_type<T> (float for
+// bfloat16 and half).
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -36,6 +39,7 @@ constexpr int64_t kElemsPerTask = 8192;
 
 template <typename T>
 void forward_step(const ForwardStep<T>& s) {
+  using A = at::opmath_type<T>;
   const int64_t H = s.hidden;
   const int64_t GH = gate_count(s.mode) * H;
   for_each_block(s.rows, H, kElemsPerTask, [&](int64_t b, int64_t j0, int64_t j1) {
@@ -45,36 +49,32 @@ void forward_step(const ForwardStep<T>& s) {
     T* saved = s.saved_extra ? s.saved_extra + b * H : nullptr;
     switch (s.mode) {
       case Mode::RNN_TANH:
+      case Mode::RNN_RELU: {
+        const bool relu = s.mode == Mode::RNN_RELU;
 #pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
-          const T v = cell::rnn_tanh_forward(g[j]);
+          const A pre = A(g[j]);
+          const T v = T(relu ? cell::rnn_relu_forward(pre) : cell::rnn_tanh_forward(pre));
           h[j] = v;
           out[j] = v;
         }
         break;
-      case Mode::RNN_RELU:
-#pragma omp simd
-        for (int64_t j = j0; j < j1; ++j) {
-          const T v = cell::rnn_relu_forward(g[j]);
-          h[j] = v;
-          out[j] = v;
-        }
-        break;
+      }
       case Mode::LSTM: {
         T* c = s.c + b * H;
         if (saved) std::memcpy(saved + j0, c + j0, (j1 - j0) * sizeof(T));
         T *gi = g, *gf = g + H, *gg = g + 2 * H, *go = g + 3 * H;
 #pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
-          T i = gi[j], f = gf[j], gc = gg[j], o = go[j], c_new, h_new;
-          cell::lstm_forward(i, f, gc, o, c[j], c_new, h_new);
-          gi[j] = i;
-          gf[j] = f;
-          gg[j] = gc;
-          go[j] = o;
-          c[j] = c_new;
-          h[j] = h_new;
-          out[j] = h_new;
+          A i = A(gi[j]), f = A(gf[j]), gc = A(gg[j]), o = A(go[j]), c_new, h_new;
+          cell::lstm_forward(i, f, gc, o, A(c[j]), c_new, h_new);
+          gi[j] = T(i);
+          gf[j] = T(f);
+          gg[j] = T(gc);
+          go[j] = T(o);
+          c[j] = T(c_new);
+          h[j] = T(h_new);
+          out[j] = T(h_new);
         }
         break;
       }
@@ -84,15 +84,16 @@ void forward_step(const ForwardStep<T>& s) {
         const T* bias_hn = s.bias_hn;
 #pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
-          const T hn = gh[2 * H + j] + (bias_hn ? bias_hn[j] : T(0));
-          T r, z, n, h_new;
-          cell::gru_forward(xr[j], xz[j], xn[j], gh[j], gh[H + j], hn, h[j], r, z, n, h_new);
-          xr[j] = r;
-          xz[j] = z;
-          xn[j] = n;
-          if (saved) saved[j] = hn;
-          h[j] = h_new;
-          out[j] = h_new;
+          const A hn = A(gh[2 * H + j]) + (bias_hn ? A(bias_hn[j]) : A(0));
+          A r, z, n, h_new;
+          cell::gru_forward(A(xr[j]), A(xz[j]), A(xn[j]), A(gh[j]), A(gh[H + j]), hn, A(h[j]), r,
+                            z, n, h_new);
+          xr[j] = T(r);
+          xz[j] = T(z);
+          xn[j] = T(n);
+          if (saved) saved[j] = T(hn);
+          h[j] = T(h_new);
+          out[j] = T(h_new);
         }
         break;
       }
@@ -102,6 +103,7 @@ void forward_step(const ForwardStep<T>& s) {
 
 template <typename T>
 void backward_step(const BackwardStep<T>& s) {
+  using A = at::opmath_type<T>;
   const int64_t H = s.hidden;
   const int64_t GH = gate_count(s.mode) * H;
   for_each_block(s.rows, H, kElemsPerTask, [&](int64_t b, int64_t j0, int64_t j1) {
@@ -116,8 +118,9 @@ void backward_step(const BackwardStep<T>& s) {
         const bool relu = s.mode == Mode::RNN_RELU;
 #pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
-          const T d = dh[j] + (dy ? dy[j] : T(0));
-          dg[j] = relu ? cell::rnn_relu_backward(h[j], d) : cell::rnn_tanh_backward(h[j], d);
+          const A d = A(dh[j]) + (dy ? A(dy[j]) : A(0));
+          const A hj = A(h[j]);
+          dg[j] = T(relu ? cell::rnn_relu_backward(hj, d) : cell::rnn_tanh_backward(hj, d));
         }
         break;
       }
@@ -126,15 +129,15 @@ void backward_step(const BackwardStep<T>& s) {
         T* dc = s.dc + b * H;
 #pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
-          const T d = dh[j] + (dy ? dy[j] : T(0));
-          T di, df, dgc, d_o, dc_prev;
-          cell::lstm_backward(g[j], g[H + j], g[2 * H + j], g[3 * H + j], c_prev[j], d, dc[j],
-                              di, df, dgc, d_o, dc_prev);
-          dg[j] = di;
-          dg[H + j] = df;
-          dg[2 * H + j] = dgc;
-          dg[3 * H + j] = d_o;
-          dc[j] = dc_prev;
+          const A d = A(dh[j]) + (dy ? A(dy[j]) : A(0));
+          A di, df, dgc, d_o, dc_prev;
+          cell::lstm_backward(A(g[j]), A(g[H + j]), A(g[2 * H + j]), A(g[3 * H + j]),
+                              A(c_prev[j]), d, A(dc[j]), di, df, dgc, d_o, dc_prev);
+          dg[j] = T(di);
+          dg[H + j] = T(df);
+          dg[2 * H + j] = T(dgc);
+          dg[3 * H + j] = T(d_o);
+          dc[j] = T(dc_prev);
         }
         break;
       }
@@ -144,22 +147,34 @@ void backward_step(const BackwardStep<T>& s) {
         T* dgh = s.dgates_h + b * GH;
 #pragma omp simd
         for (int64_t j = j0; j < j1; ++j) {
-          const T d = dh[j] + (dy ? dy[j] : T(0));
-          T dr, dz, dxn, dhn, direct;
-          cell::gru_backward(g[j], g[H + j], g[2 * H + j], hn[j], h_prev[j], d, dr, dz, dxn, dhn,
-                             direct);
-          dg[j] = dr;
-          dg[H + j] = dz;
-          dg[2 * H + j] = dxn;
-          dgh[j] = dr;
-          dgh[H + j] = dz;
-          dgh[2 * H + j] = dhn;
-          dh[j] = direct;
+          const A d = A(dh[j]) + (dy ? A(dy[j]) : A(0));
+          A dr, dz, dxn, dhn, direct;
+          cell::gru_backward(A(g[j]), A(g[H + j]), A(g[2 * H + j]), A(hn[j]), A(h_prev[j]), d, dr,
+                             dz, dxn, dhn, direct);
+          dg[j] = T(dr);
+          dg[H + j] = T(dz);
+          dg[2 * H + j] = T(dxn);
+          dgh[j] = T(dr);
+          dgh[H + j] = T(dz);
+          dgh[2 * H + j] = T(dhn);
+          dh[j] = T(direct);
         }
         break;
       }
     }
   });
+}
+
+// dst = a + b (b may be null: dst = a).
+template <typename T>
+void add(T* dst, const T* a, const T* b, int64_t n) {
+  using A = at::opmath_type<T>;
+  if (b == nullptr) {
+    if (n > 0 && dst != a) std::memcpy(dst, a, n * sizeof(T));
+    return;
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = T(A(a[i]) + A(b[i]));
 }
 
 }  // namespace cpu

@@ -36,27 +36,37 @@ SeqLayout checked_layout(const Tensor& input, const OptTensor& batch_sizes) {
   return seq;
 }
 
-void check_weights(Mode mode, const Tensor& input, const Tensor& w_ih, const Tensor& w_hh) {
+LayerDims checked_weights(Mode mode, const Tensor& input, const Tensor& w_ih, const Tensor& w_hh,
+                          const OptTensor& w_hr) {
   TORCH_CHECK(w_hh.dim() == 2 && w_ih.dim() == 2, "rnnkern: weights must be 2-D");
-  const int64_t H = w_hh.size(1);
+  const Tensor* proj = defined_or_null(w_hr);
+  const int64_t R = w_hh.size(1);  // the size of h
+  const int64_t H = proj ? proj->size(1) : R;
   const int64_t GH = gate_count(mode) * H;
-  TORCH_CHECK(w_hh.size(0) == GH, "rnnkern: weight_hh must have shape [", GH, ", ", H, "], got ",
+  if (proj != nullptr) {
+    TORCH_CHECK(mode == Mode::LSTM, "rnnkern: only the LSTM has a projection (w_hr)");
+    TORCH_CHECK(proj->dim() == 2 && proj->size(0) == R && R < H,
+                "rnnkern: weight_hr must have shape [proj_size, hidden_size] with proj_size < "
+                "hidden_size, got ", proj->sizes());
+  }
+  TORCH_CHECK(w_hh.size(0) == GH, "rnnkern: weight_hh must have shape [", GH, ", ", R, "], got ",
               w_hh.sizes());
   TORCH_CHECK(w_ih.size(0) == GH && w_ih.size(1) == input.size(-1),
               "rnnkern: weight_ih must have shape [", GH, ", ", input.size(-1), "], got ",
               w_ih.sizes());
-  for (const Tensor* w : {&w_ih, &w_hh}) {
+  for (const Tensor* w : {&w_ih, &w_hh, proj}) {
+    if (w == nullptr) continue;
     TORCH_CHECK(w->scalar_type() == input.scalar_type(), "rnnkern: weight dtype ",
                 w->scalar_type(), " does not match input dtype ", input.scalar_type());
     TORCH_CHECK(w->device() == input.device(), "rnnkern: weights and input must be on one device");
   }
+  return LayerDims{mode, H, R};
 }
 
-void check_state(const char* name, const OptTensor& state, const Tensor& like, int64_t batch,
-                 int64_t hidden) {
-  const Tensor& s = *state;
-  TORCH_CHECK(s.dim() == 2 && s.size(0) == batch && s.size(1) == hidden, "rnnkern: ", name,
-              " must have shape [", batch, ", ", hidden, "], got ", s.sizes());
+void check_state(const char* name, const Tensor& s, const Tensor& like, int64_t batch,
+                 int64_t size) {
+  TORCH_CHECK(s.dim() == 2 && s.size(0) == batch && s.size(1) == size, "rnnkern: ", name,
+              " must have shape [", batch, ", ", size, "], got ", s.sizes());
   TORCH_CHECK(s.scalar_type() == like.scalar_type() && s.device() == like.device(), "rnnkern: ",
               name, " must match the input's dtype and device");
 }

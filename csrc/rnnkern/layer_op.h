@@ -12,9 +12,9 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
-#include <c10/util/Optional.h>
 
 #include <array>
+#include <optional>
 #include <tuple>
 
 #include "driver.h"
@@ -24,14 +24,17 @@ namespace rnnkern {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
-using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using BackwardResult =
+    std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // Checks shared by forward and backward; defined in layer_checks.cpp.
 Mode checked_mode(int64_t mode);
 SeqLayout checked_layout(const Tensor& input, const OptTensor& batch_sizes);
-void check_weights(Mode mode, const Tensor& input, const Tensor& w_ih, const Tensor& w_hh);
-void check_state(const char* name, const OptTensor& state, const Tensor& like, int64_t batch,
-                 int64_t hidden);
+// Returns H and R (the size of h: H, or proj_size with w_hr).
+LayerDims checked_weights(Mode mode, const Tensor& input, const Tensor& w_ih, const Tensor& w_hh,
+                          const OptTensor& w_hr);
+void check_state(const char* name, const Tensor& state, const Tensor& like, int64_t batch,
+                 int64_t size);
 
 inline const Tensor* defined_or_null(const OptTensor& t) {
   return t.has_value() && t->defined() ? &*t : nullptr;
@@ -42,20 +45,24 @@ T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+#define RNNKERN_DISPATCH_TYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
+
 template <class Backend>
 ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
                             const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
                             const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                            bool reverse, bool train) {
+                            const OptTensor& w_hr, bool reverse, bool train) {
   const Mode mode = checked_mode(mode_id);
   const SeqLayout seq = checked_layout(input, batch_sizes);
-  check_weights(mode, input, w_ih, w_hh);
-  const int64_t H = w_hh.size(1);
+  const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
+  const int64_t H = dims.hidden, R = dims.out, N = seq.rows_total;
   const int64_t GH = w_hh.size(0);
-  check_state("hx", hx, input, seq.batch, H);
+  const bool proj = defined_or_null(w_hr) != nullptr;
+  check_state("hx", hx, input, seq.batch, R);
   if (mode == Mode::LSTM) {
     TORCH_CHECK(defined_or_null(cx), "rnnkern: LSTM needs a cell state cx");
-    check_state("cx", cx, input, seq.batch, H);
+    check_state("cx", *cx, input, seq.batch, H);
   }
   for (const OptTensor* b : {&b_ih, &b_hh}) {
     if (const Tensor* bias = defined_or_null(*b)) {
@@ -67,8 +74,9 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
   }
 
   const auto opts = input.options();
-  const Tensor x = input.contiguous().view({seq.rows_total, input.size(-1)});
+  const Tensor x = input.contiguous().view({N, input.size(-1)});
   const Tensor w_hh_c = w_hh.contiguous();
+  const Tensor w_hr_c = proj ? w_hr->contiguous() : Tensor();
 
   // Fold every bias that adds to the pre-activations into the input
   // projection; for the GRU, b_hn stays apart (it is scaled by r).
@@ -89,15 +97,19 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
 
   Tensor h = hx.contiguous().clone();
   Tensor c = mode == Mode::LSTM ? cx->contiguous().clone() : Tensor();
-  Tensor output = at::empty({seq.rows_total, H}, opts);
+  Tensor output = at::empty({N, R}, opts);
   Tensor gates_h = mode == Mode::GRU ? at::empty({seq.batch, GH}, opts) : Tensor();
-  Tensor saved_h_prev = train ? at::empty({seq.rows_total, H}, opts) : Tensor();
-  Tensor saved_extra = train && (mode == Mode::LSTM || mode == Mode::GRU)
-                           ? at::empty({seq.rows_total, H}, opts)
-                           : Tensor();
+  Tensor saved_h_prev = train ? at::empty({N, R}, opts) : Tensor();
+  // LSTM c' or GRU h_n per row; a projected LSTM also keeps o * tanh(c).
+  Tensor saved_extra;
+  if (train && (mode == Mode::LSTM || mode == Mode::GRU)) {
+    saved_extra = proj ? at::empty({2, N, H}, opts) : at::empty({N, H}, opts);
+  }
+  Tensor h_raw = !proj ? Tensor() : (train ? saved_extra[1] : at::empty({seq.batch, H}, opts));
 
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rnnkern_layer_forward", [&] {
+  RNNKERN_DISPATCH_TYPES(input.scalar_type(), "rnnkern_layer_forward", [&] {
     ForwardBuffers<scalar_t> buf{w_hh_c.data_ptr<scalar_t>(),
+                                 ptr_or_null<scalar_t>(w_hr_c),
                                  ptr_or_null<scalar_t>(bias_hn),
                                  gates.data_ptr<scalar_t>(),
                                  ptr_or_null<scalar_t>(gates_h),
@@ -105,63 +117,71 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
                                  ptr_or_null<scalar_t>(c),
                                  output.data_ptr<scalar_t>(),
                                  ptr_or_null<scalar_t>(saved_h_prev),
-                                 ptr_or_null<scalar_t>(saved_extra)};
-    forward_loop<Backend, scalar_t>(mode, seq, H, reverse, buf);
+                                 ptr_or_null<scalar_t>(saved_extra),
+                                 ptr_or_null<scalar_t>(h_raw),
+                                 train};
+    forward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
   });
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
-  out_shape.back() = H;
-  return {output.view(out_shape), h, mode == Mode::LSTM ? c : at::empty({0}, opts),
-          train ? saved_h_prev : at::empty({0}, opts), train ? gates : at::empty({0}, opts),
-          saved_extra.defined() ? saved_extra : at::empty({0}, opts)};
+  out_shape.back() = R;
+  const Tensor none = at::empty({0}, opts);
+  return {output.view(out_shape), h, mode == Mode::LSTM ? c : none,
+          train ? saved_h_prev : none, train ? gates : none,
+          saved_extra.defined() ? saved_extra : none};
 }
 
-// output_mask: gradients wanted for {input, hx and cx, w_ih and w_hh, biases}.
+// output_mask: gradients wanted for {input, hx and cx, the weights, the biases}.
 template <class Backend>
 BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
-                              const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
-                              const Tensor& saved_h_prev, const Tensor& saved_gates,
-                              const Tensor& saved_extra, const OptTensor& grad_output,
-                              const OptTensor& grad_hy, const OptTensor& grad_cy, bool reverse,
+                              const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
+                              const Tensor& output, const Tensor& saved_h_prev,
+                              const Tensor& saved_gates, const Tensor& saved_extra,
+                              const OptTensor& grad_output, const OptTensor& grad_hy,
+                              const OptTensor& grad_cy, bool reverse,
                               std::array<bool, 4> output_mask) {
   const Mode mode = checked_mode(mode_id);
   const SeqLayout seq = checked_layout(input, batch_sizes);
-  check_weights(mode, input, w_ih, w_hh);
-  const int64_t H = w_hh.size(1);
+  const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
+  const int64_t H = dims.hidden, R = dims.out, N = seq.rows_total;
   const int64_t GH = w_hh.size(0);
-  const int64_t N = seq.rows_total;
-  TORCH_CHECK(saved_h_prev.numel() == N * H && saved_gates.numel() == N * GH &&
-                  output.numel() == N * H,
+  const bool proj = defined_or_null(w_hr) != nullptr;
+  TORCH_CHECK(saved_h_prev.numel() == N * R && saved_gates.numel() == N * GH &&
+                  output.numel() == N * R,
               "rnnkern: saved forward state does not match the input; was the forward run "
               "with train=True?");
   const bool has_extra = mode == Mode::LSTM || mode == Mode::GRU;
-  TORCH_CHECK(!has_extra || saved_extra.numel() == N * H,
+  TORCH_CHECK(!has_extra || saved_extra.numel() == (proj ? 2 : 1) * N * H,
               "rnnkern: saved forward state does not match the input");
 
   const auto opts = input.options();
-  auto state_grad = [&](const OptTensor& g) {
+  auto state_grad = [&](const OptTensor& g, int64_t size) {
     const Tensor* t = defined_or_null(g);
-    if (t == nullptr) return at::zeros({seq.batch, H}, opts);
-    check_state("grad of the final state", g, input, seq.batch, H);
+    if (t == nullptr) return at::zeros({seq.batch, size}, opts);
+    check_state("grad of the final state", *t, input, seq.batch, size);
     return t->contiguous().clone();
   };
-  Tensor dh = state_grad(grad_hy);
-  Tensor dc = mode == Mode::LSTM ? state_grad(grad_cy) : Tensor();
+  Tensor dh = state_grad(grad_hy, R);
+  Tensor dc = mode == Mode::LSTM ? state_grad(grad_cy, H) : Tensor();
   Tensor dy;
   if (const Tensor* g = defined_or_null(grad_output)) {
-    TORCH_CHECK(g->numel() == N * H, "rnnkern: grad_output has the wrong number of elements");
+    TORCH_CHECK(g->numel() == N * R, "rnnkern: grad_output has the wrong number of elements");
     dy = g->contiguous();
   }
   Tensor dgates = at::empty({N, GH}, opts);
   Tensor dgates_h = mode == Mode::GRU ? at::empty({N, GH}, opts) : dgates;
+  Tensor dh_out = proj ? at::empty({N, R}, opts) : Tensor();
+  Tensor dh_raw = proj ? at::empty({seq.batch, H}, opts) : Tensor();
   const Tensor out_c = output.contiguous();
   const Tensor w_hh_c = w_hh.contiguous();
-  const Tensor h_prev = saved_h_prev.contiguous().view({N, H});
+  const Tensor w_hr_c = proj ? w_hr->contiguous() : Tensor();
+  const Tensor h_prev = saved_h_prev.contiguous().view({N, R});
   const Tensor gates_c = saved_gates.contiguous();
   const Tensor extra_c = has_extra ? saved_extra.contiguous() : Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "rnnkern_layer_backward", [&] {
+  RNNKERN_DISPATCH_TYPES(input.scalar_type(), "rnnkern_layer_backward", [&] {
     BackwardBuffers<scalar_t> buf{w_hh_c.data_ptr<scalar_t>(),
+                                  ptr_or_null<scalar_t>(w_hr_c),
                                   gates_c.data_ptr<scalar_t>(),
                                   ptr_or_null<scalar_t>(extra_c),
                                   h_prev.data_ptr<scalar_t>(),
@@ -170,16 +190,19 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
                                   dh.data_ptr<scalar_t>(),
                                   ptr_or_null<scalar_t>(dc),
                                   dgates.data_ptr<scalar_t>(),
-                                  dgates_h.data_ptr<scalar_t>()};
-    backward_loop<Backend, scalar_t>(mode, seq, H, reverse, buf);
+                                  dgates_h.data_ptr<scalar_t>(),
+                                  ptr_or_null<scalar_t>(dh_out),
+                                  ptr_or_null<scalar_t>(dh_raw)};
+    backward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
   });
 
-  Tensor grad_input, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh;
+  Tensor grad_input, grad_w_ih, grad_w_hh, grad_w_hr, grad_b_ih, grad_b_hh;
   if (output_mask[0]) grad_input = at::mm(dgates, w_ih).view(input.sizes());
   if (output_mask[2]) {
     const Tensor x = input.contiguous().view({N, input.size(-1)});
     grad_w_ih = at::mm(dgates.t(), x);
     grad_w_hh = at::mm(dgates_h.t(), h_prev);
+    if (proj) grad_w_hr = at::mm(dh_out.t(), extra_c[1]);
   }
   if (output_mask[3]) {
     grad_b_ih = at::sum(dgates, 0);
@@ -189,7 +212,7 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     dh = Tensor();
     dc = Tensor();
   }
-  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh};
+  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr};
 }
 
 }  // namespace rnnkern

@@ -1,0 +1,149 @@
+"""Drop-in replacements for torch.nn.RNNCell, torch.nn.LSTMCell and torch.nn.GRUCell.
+
+Each step is one call of the fused layer operator on a one-step sequence, so a
+cell and the matching full module compute with the very same kernels.
+Parameters, init, ``repr`` and ``state_dict`` come from ``torch.nn.RNNCellBase``.
+"""
+import torch
+from torch import nn
+
+from . import _autocast
+from .functional import rnn_layer
+from .modules import check_dtype
+
+__all__ = ["RNNCell", "LSTMCell", "GRUCell"]
+
+
+class _FusedCell(nn.RNNCellBase):
+    _mode = None  # set per class; RNNCell decides by nonlinearity
+
+    def _mode_name(self):
+        return self._mode
+
+    def _check_input_and_state(self, input, states):
+        """torch.nn's checks of the cell functions (same texts)."""
+        if input.size(1) != self.input_size:
+            raise RuntimeError(
+                f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
+        for index, state in enumerate(states):
+            if input.size(0) != state.size(0):
+                raise RuntimeError(
+                    f"Input batch size {input.size(0)} doesn't match hidden{index} batch size "
+                    f"{state.size(0)}")
+            if state.size(1) != self.hidden_size:
+                raise RuntimeError(
+                    f"hidden{index} has inconsistent hidden_size: got {state.size(1)}, expected "
+                    f"{self.hidden_size}")
+
+    def _step(self, input, h, c, kind):
+        self._check_input_and_state(input, [h] if c is None else [h, c])
+        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        low = _autocast.autocast_dtype(input)
+        if low is not None:
+            input, h, c, *weights = _autocast.cast([input, h, c, *weights], low)
+        if input.dtype != weights[0].dtype:
+            raise RuntimeError(
+                f"mat1 and mat2 must have the same dtype, but got "
+                f"{_short(input.dtype)} and {_short(weights[0].dtype)}")
+        check_dtype(input.dtype)
+        _, h_new, c_new = rnn_layer(self._mode_name(), input.unsqueeze(0), h, c, *weights)
+        if low is not None:
+            out_dtype, c_dtype = _autocast.result_dtypes(kind, low, input.device.type)
+            h_new = h_new.to(out_dtype)
+            c_new = c_new.to(c_dtype) if c_new is not None else None
+        return h_new, c_new
+
+
+def _short(dtype):
+    # The names torch's matmul uses in its dtype-mismatch message.
+    return {torch.float64: "Double", torch.float32: "Float", torch.float16: "Half",
+            torch.bfloat16: "BFloat16"}.get(dtype, str(dtype))
+
+
+def _batched(cell_name, input, hx, what="hidden"):
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{cell_name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    if hx is not None and hx.dim() not in (1, 2):
+        raise ValueError(f"{cell_name}: Expected {what} to be 1D or 2D, got {hx.dim()}D instead")
+    return input.dim() == 2
+
+
+class RNNCell(_FusedCell):
+    """Drop-in for :class:`torch.nn.RNNCell`."""
+
+    __constants__ = ["input_size", "hidden_size", "bias", "nonlinearity"]
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
+                 dtype=None):
+        super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def _mode_name(self):
+        if self.nonlinearity == "tanh":
+            return "RNN_TANH"
+        if self.nonlinearity == "relu":
+            return "RNN_RELU"
+        raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+
+    def forward(self, input, hx=None):
+        is_batched = _batched("RNNCell", input, hx)
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                             device=input.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        h, _ = self._step(input, hx, None, "RNNCell")
+        return h if is_batched else h.squeeze(0)
+
+
+class LSTMCell(_FusedCell):
+    """Drop-in for :class:`torch.nn.LSTMCell`."""
+
+    _mode = "LSTM"
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
+
+    def forward(self, input, hx=None):
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None:
+            for index, state in enumerate(hx):
+                if state.dim() not in (1, 2):
+                    raise ValueError(
+                        f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got {state.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                                device=input.device)
+            hx = (zeros, zeros)
+        elif not is_batched:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        h, c = self._step(input, hx[0], hx[1], "LSTMCell")
+        return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
+
+
+class GRUCell(_FusedCell):
+    """Drop-in for :class:`torch.nn.GRUCell`."""
+
+    _mode = "GRU"
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
+
+    def forward(self, input, hx=None):
+        is_batched = _batched("GRUCell", input, hx)
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                             device=input.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        h, _ = self._step(input, hx, None, "GRUCell")
+        return h if is_batched else h.squeeze(0)
