@@ -1,0 +1,149 @@
+"""RNNCell / LSTMCell / GRUCell: parity, gradcheck, errors and the module contract."""
+import pytest
+import torch
+from torch import nn
+
+import rnnkern
+from helpers import MODES
+
+CELLS = {
+    "RNNCell-tanh": (nn.RNNCell, rnnkern.RNNCell, {"nonlinearity": "tanh"}),
+    "RNNCell-relu": (nn.RNNCell, rnnkern.RNNCell, {"nonlinearity": "relu"}),
+    "LSTMCell": (nn.LSTMCell, rnnkern.LSTMCell, {}),
+    "GRUCell": (nn.GRUCell, rnnkern.GRUCell, {}),
+}
+
+
+def make_cells(name, I=3, H=5, bias=True, dtype=torch.float64):
+    ref_cls, our_cls, extra = CELLS[name]
+    torch.manual_seed(0)
+    ref = ref_cls(I, H, bias=bias, **extra).to(dtype)
+    torch.manual_seed(0)
+    ours = our_cls(I, H, bias=bias, **extra).to(dtype)
+    return ref, ours
+
+
+def states(name, batch, H=5, requires_grad=True):
+    shape = (batch, H) if batch is not None else (H,)
+    rand = lambda: torch.randn(*shape, dtype=torch.float64, requires_grad=requires_grad)  # noqa
+    return (rand(), rand()) if name == "LSTMCell" else rand()
+
+
+def as_list(x):
+    return list(x) if isinstance(x, tuple) else [x]
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [4, 1, None])  # None: unbatched 1-D input
+@pytest.mark.parametrize("hx_given", [True, False])
+def test_cell_parity(name, bias, batch, hx_given):
+    ref, ours = make_cells(name, bias=bias)
+    for (n, p), (m, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert n == m and torch.equal(p, q)  # same names, same init
+    torch.manual_seed(1)
+    x = torch.randn(*((batch, 3) if batch else (3,)), dtype=torch.float64, requires_grad=True)
+    hx = states(name, batch) if hx_given else None
+    results = []
+    for cell in (ref, ours):
+        out = as_list(cell(x, hx))
+        torch.manual_seed(2)
+        loss = sum((o * torch.randn_like(o)).sum() for o in out)
+        inputs = [x] + (as_list(hx) if hx_given else []) + list(cell.parameters())
+        results.append(out + list(torch.autograd.grad(loss, inputs)))
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_gradcheck(name):
+    _, ours = make_cells(name, I=2, H=3)
+    x = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    hx = states(name, 2, H=3)
+    params = list(ours.parameters())
+
+    def f(x, *args):
+        n = len(as_list(hx))
+        state = tuple(args[:n]) if n == 2 else args[0]
+        weights = dict(zip([k for k, _ in ours.named_parameters()], args[n:]))
+        return torch.func.functional_call(ours, weights, (x, state))
+
+    assert torch.autograd.gradcheck(f, (x, *as_list(hx), *params))
+
+
+@pytest.mark.parametrize("mode,cell_name", [("RNN_TANH", "RNNCell-tanh"),
+                                            ("RNN_RELU", "RNNCell-relu"),
+                                            ("LSTM", "LSTMCell"), ("GRU", "GRUCell")])
+def test_cell_loop_equals_module(mode, cell_name):
+    _, module_cls, extra = MODES[mode]
+    module = module_cls(3, 5, **extra).double()
+    cell = CELLS[cell_name][1](3, 5, **CELLS[cell_name][2]).double()
+    cell.load_state_dict({k[:-3]: v for k, v in module.state_dict().items()})
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    outputs, state = [], None
+    for step in x:
+        state = cell(step, state)
+        outputs.append(as_list(state)[0])
+    out, hidden = module(x)
+    torch.testing.assert_close(torch.stack(outputs), out, atol=1e-12, rtol=0)
+    for a, b in zip(as_list(state), as_list(hidden)):
+        torch.testing.assert_close(a, b[0], atol=1e-12, rtol=0)
+
+
+def _raised(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001
+        return type(e), str(e)
+    return None
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_errors_match_torch_nn(name):
+    ref, ours = make_cells(name, dtype=torch.float32)
+    lstm = name == "LSTMCell"
+
+    def pair(t):
+        return (t, t) if lstm else t
+
+    cases = [
+        (torch.zeros(2, 4), None),                     # wrong input size
+        (torch.zeros(2, 2, 3), None),                  # 3-D input
+        (torch.zeros(2, 3), pair(torch.zeros(3, 5))),  # hidden batch mismatch
+        (torch.zeros(2, 3), pair(torch.zeros(2, 6))),  # wrong hidden size
+        (torch.zeros(2, 3), pair(torch.zeros(1, 2, 5))),  # 3-D hidden
+        (torch.zeros(3), pair(torch.zeros(2, 5))),     # 1-D input, 2-D hidden
+        (torch.zeros(2, 3, dtype=torch.float64), None),  # dtype mismatch
+    ]
+    for x, hx in cases:
+        expected = _raised(lambda: ref(x, hx))
+        assert expected is not None
+        assert _raised(lambda: ours(x, hx)) == expected
+    expected = _raised(lambda: nn.RNNCell(3, 4, nonlinearity="gelu")(torch.zeros(1, 3)))
+    assert _raised(lambda: rnnkern.RNNCell(3, 4, nonlinearity="gelu")(torch.zeros(1, 3))) == expected
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_module_contract(name):
+    ref, ours = make_cells(name)
+    assert repr(ours) == repr(ref)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    back = CELLS[name][0](3, 5, **CELLS[name][2]).double()
+    back.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(0, 3, dtype=torch.float64)  # batch size 0
+    assert [t.shape for t in as_list(ours(x))] == [t.shape for t in as_list(ref(x))]
+
+
+def test_convert_replaces_cells():
+    model = nn.ModuleDict({"a": nn.LSTMCell(3, 4), "b": nn.RNNCell(3, 4, nonlinearity="relu"),
+                           "c": nn.GRUCell(3, 4, bias=False)}).double()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    expected = {k: as_list(m(x)) for k, m in model.items()}
+    rnnkern.convert(model)
+    assert type(model["a"]) is rnnkern.LSTMCell
+    assert type(model["b"]) is rnnkern.RNNCell and model["b"].nonlinearity == "relu"
+    assert type(model["c"]) is rnnkern.GRUCell and model["c"].bias is False
+    for k, m in model.items():
+        for a, b in zip(as_list(m(x)), expected[k]):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
