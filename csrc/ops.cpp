@@ -21,13 +21,14 @@ TORCH_LIBRARY(rnnkern, m) {
       "bool train) -> "
       "(Tensor output, Tensor hy, Tensor cy, Tensor saved_h_prev, Tensor saved_gates, "
       "Tensor saved_extra)");
-  // output_mask: {input, hx/cx, weights, biases}; gradients not asked for are
-  // returned undefined.
+  // batch: rows of hx. output_mask: {input, hx/cx, weights, biases}; gradients
+  // not asked for (and those of absent arguments) are returned as empty tensors.
   m.def(
       "layer_backward(int mode, Tensor input, Tensor? batch_sizes, Tensor w_ih, Tensor w_hh, "
       "Tensor? w_hr, "
       "Tensor output, Tensor saved_h_prev, Tensor saved_gates, Tensor saved_extra, "
-      "Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, bool[4] output_mask) "
+      "Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, int batch, "
+      "bool[4] output_mask) "
       "-> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
 }

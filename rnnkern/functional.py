@@ -16,47 +16,24 @@ from . import _ops
 class RNNLayerFunction(torch.autograd.Function):
     """One layer-direction of RNN_TANH / RNN_RELU / LSTM / GRU.
 
-    input is ``[T, B, I]`` (or packed ``[rows, I]`` with ``batch_sizes``); hx
-    and cx are ``[B, H]``. Returns ``(output, h_n, c_n)``; ``c_n`` is an empty
-    tensor except for the LSTM.
+    Arguments: ``(mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh,
+    w_hr, reverse, train)``. input is ``[T, B, I]`` (or packed ``[rows, I]``
+    with ``batch_sizes``); hx is ``[B, R]`` and cx ``[B, H]``. With ``train``
+    the state for backward is saved. Returns ``(output, h_n, c_n)``; ``c_n`` is
+    an empty tensor except for the LSTM.
     """
 
     @staticmethod
-    def forward(ctx, mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                train):
-        output, hy, cy, h_prev, gates, extra = _ops.layer_forward(
-            mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train
-        )
+    def forward(ctx, *inputs):
+        outputs = _ops.layer_forward(*inputs)
         ctx.set_materialize_grads(False)
-        ctx.mode = mode
-        ctx.reverse = reverse
-        ctx.has_bias = b_ih is not None
-        if train:
-            ctx.save_for_backward(input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates,
-                                  extra)
-        return output, hy, cy
+        _ops.save_for_backward(ctx, inputs, outputs)
+        return outputs[:3]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output, grad_hy, grad_cy):
-        if not ctx.saved_tensors:
-            raise RuntimeError(
-                "rnnkern: the forward pass ran without saving state for backward "
-                "(train=False); run it with grad enabled"
-            )
-        input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        # need: (mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train)
-        mask = [need[1], need[3] or need[4], need[5] or need[6] or need[9],
-                ctx.has_bias and (need[7] or need[8])]
-        if not any(mask):
-            return (None,) * 12
-        g_in, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh, g_whr = _ops.layer_backward(
-            ctx.mode, input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra,
-            grad_output, grad_hy, grad_cy, ctx.reverse, mask,
-        )
-        grads = (None, g_in, None, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh, g_whr, None, None)
-        return tuple(g if wanted else None for g, wanted in zip(grads, need))
+        return _ops.backward(ctx, ctx.needs_input_grad, grad_output, grad_hy, grad_cy)
 
 
 def _needs_grad(tensors: Sequence[Optional[Tensor]]) -> bool:

@@ -27,7 +27,6 @@ class RNNBase(nn.RNNBase):
     """torch.nn.RNNBase with the fused rnnkern forward."""
 
     def forward(self, input, hx=None):
-        self._update_flat_weights()
         lstm = self.mode == "LSTM"
         name = "LSTM" if lstm else ("GRU" if self.mode == "GRU" else "RNN")
         num_directions = 2 if self.bidirectional else 1
@@ -67,7 +66,10 @@ class RNNBase(nn.RNNBase):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
         h0, c0 = hx if lstm else (hx, None)
-        weights = self._flat_weights
+        # Looked up by name on every call rather than read from _flat_weights,
+        # so that functional_call, weight_norm, torch.compile and torch.export
+        # see the current tensors without the module mutating itself in forward.
+        weights = [getattr(self, name) for name in self._flat_weights_names]
         low = _autocast.autocast_dtype(input)
         if low is not None:
             input, h0, c0, *weights = _autocast.cast([input, h0, c0, *weights], low)

@@ -138,7 +138,7 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
                               const Tensor& output, const Tensor& saved_h_prev,
                               const Tensor& saved_gates, const Tensor& saved_extra,
                               const OptTensor& grad_output, const OptTensor& grad_hy,
-                              const OptTensor& grad_cy, bool reverse,
+                              const OptTensor& grad_cy, bool reverse, int64_t batch,
                               std::array<bool, 4> output_mask) {
   const Mode mode = checked_mode(mode_id);
   const SeqLayout seq = checked_layout(input, batch_sizes);
@@ -146,6 +146,8 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
   const int64_t H = dims.hidden, R = dims.out, N = seq.rows_total;
   const int64_t GH = w_hh.size(0);
   const bool proj = defined_or_null(w_hr) != nullptr;
+  TORCH_CHECK(batch == seq.batch, "rnnkern: batch ", batch, " does not match the input's ",
+              seq.batch);
   TORCH_CHECK(saved_h_prev.numel() == N * R && saved_gates.numel() == N * GH &&
                   output.numel() == N * R,
               "rnnkern: saved forward state does not match the input; was the forward run "
@@ -196,7 +198,10 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     backward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
   });
 
-  Tensor grad_input, grad_w_ih, grad_w_hh, grad_w_hr, grad_b_ih, grad_b_hh;
+  // Gradients not asked for are returned as empty tensors.
+  const Tensor none = at::empty({0}, opts);
+  Tensor grad_input = none, grad_w_ih = none, grad_w_hh = none, grad_w_hr = none,
+         grad_b_ih = none, grad_b_hh = none;
   if (output_mask[0]) grad_input = at::mm(dgates, w_ih).view(input.sizes());
   if (output_mask[2]) {
     const Tensor x = input.contiguous().view({N, input.size(-1)});
@@ -208,10 +213,8 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     grad_b_ih = at::sum(dgates, 0);
     grad_b_hh = mode == Mode::GRU ? at::sum(dgates_h, 0) : grad_b_ih.clone();
   }
-  if (!output_mask[1]) {
-    dh = Tensor();
-    dc = Tensor();
-  }
+  if (!output_mask[1] || mode != Mode::LSTM) dc = none;
+  if (!output_mask[1]) dh = none;
   return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr};
 }
 
