@@ -25,13 +25,15 @@ def _layer_forward_fake(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh
     R = w_hh.shape[1]
     H = w_hr.shape[1] if w_hr is not None else R
     N = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
-    none = input.new_empty(0)
+    def none():
+        return input.new_empty(0)
+
     output = input.new_empty((*input.shape[:-1], R))
     hy = input.new_empty(hx.shape)
-    cy = input.new_empty(cx.shape) if mode == LSTM else none
+    cy = input.new_empty(cx.shape) if mode == LSTM else none()
     if not train:
-        return output, hy, cy, none, none, none
-    extra = none
+        return output, hy, cy, none(), none(), none()
+    extra = none()
     if mode in (LSTM, GRU):
         extra = input.new_empty((2, N, H) if w_hr is not None else (N, H))
     return output, hy, cy, input.new_empty((N, R)), input.new_empty((N, w_hh.shape[0])), extra
@@ -43,10 +45,8 @@ def _layer_backward_fake(mode, input, batch_sizes, w_ih, w_hh, w_hr, output, sav
                          output_mask):
     R = w_hh.shape[1]
     H = w_hr.shape[1] if w_hr is not None else R
-    none = input.new_empty(0)
-
     def like(wanted, *shape):
-        return input.new_empty(shape) if wanted else none
+        return input.new_empty(shape if wanted else (0,))
 
     want_input, want_state, want_weights, want_bias = output_mask
     return (

@@ -125,10 +125,11 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = R;
-  const Tensor none = at::empty({0}, opts);
-  return {output.view(out_shape), h, mode == Mode::LSTM ? c : none,
-          train ? saved_h_prev : none, train ? gates : none,
-          saved_extra.defined() ? saved_extra : none};
+  // Absent outputs are distinct empty tensors: outputs of an op must not alias.
+  auto none = [&] { return at::empty({0}, opts); };
+  return {output.view(out_shape), h, mode == Mode::LSTM ? c : none(),
+          train ? saved_h_prev : none(), train ? gates : none(),
+          saved_extra.defined() ? saved_extra : none()};
 }
 
 // output_mask: gradients wanted for {input, hx and cx, the weights, the biases}.
@@ -198,10 +199,10 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     backward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
   });
 
-  // Gradients not asked for are returned as empty tensors.
-  const Tensor none = at::empty({0}, opts);
-  Tensor grad_input = none, grad_w_ih = none, grad_w_hh = none, grad_w_hr = none,
-         grad_b_ih = none, grad_b_hh = none;
+  // Gradients not asked for are returned as (distinct) empty tensors.
+  auto none = [&] { return at::empty({0}, opts); };
+  Tensor grad_input = none(), grad_w_ih = none(), grad_w_hh = none(), grad_w_hr = none(),
+         grad_b_ih = none(), grad_b_hh = none();
   if (output_mask[0]) grad_input = at::mm(dgates, w_ih).view(input.sizes());
   if (output_mask[2]) {
     const Tensor x = input.contiguous().view({N, input.size(-1)});
@@ -213,8 +214,8 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     grad_b_ih = at::sum(dgates, 0);
     grad_b_hh = mode == Mode::GRU ? at::sum(dgates_h, 0) : grad_b_ih.clone();
   }
-  if (!output_mask[1] || mode != Mode::LSTM) dc = none;
-  if (!output_mask[1]) dh = none;
+  if (!output_mask[1] || mode != Mode::LSTM) dc = none();
+  if (!output_mask[1]) dh = none();
   return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr};
 }
 
