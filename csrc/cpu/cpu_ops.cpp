@@ -1,4 +1,5 @@
 // The CPU backend of the driver, and the CPU kernels of the rnnkern ops.
+#include <ATen/ops/sum.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -24,6 +25,7 @@ struct Backend {
   static void add(T* dst, const T* a, const T* b, int64_t n) {
     cpu::add(dst, a, b, n);
   }
+  static at::Tensor column_sum(const at::Tensor& x) { return at::sum(x, 0); }
   template <typename T>
   static void forward_step(const ForwardStep<T>& s) {
     cpu::forward_step(s);

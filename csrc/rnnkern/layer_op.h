@@ -1,4 +1,5 @@
-// The tensor-level ops of one layer-direction, shared by every device:
+// The tensor-level ops of one layer-direction, shared by every device
+// (a Backend as in driver.h, plus column_sum(Tensor [rows, cols]) -> [cols]):
 // argument checks, buffer allocation, the input projection (one GEMM for all
 // steps), the time loop (driver.h) and, in backward, the weight/bias/input
 // gradients as single GEMMs / reductions after the loop.
@@ -10,7 +11,6 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 
 #include <array>
@@ -211,8 +211,8 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     if (proj) grad_w_hr = at::mm(dh_out.t(), extra_c[1]);
   }
   if (output_mask[3]) {
-    grad_b_ih = at::sum(dgates, 0);
-    grad_b_hh = mode == Mode::GRU ? at::sum(dgates_h, 0) : grad_b_ih.clone();
+    grad_b_ih = Backend::column_sum(dgates);
+    grad_b_hh = mode == Mode::GRU ? Backend::column_sum(dgates_h) : grad_b_ih.clone();
   }
   if (!output_mask[1] || mode != Mode::LSTM) dc = none();
   if (!output_mask[1]) dh = none();

@@ -18,9 +18,9 @@ namespace rnnkern {
 template <Mode M>
 using ModeConstant = std::integral_constant<Mode, M>;
 
-// Calls fn(ModeConstant<mode>{}).
+// Calls fn(ModeConstant<mode>{}). Host code only (loops and kernel launches).
 template <typename F>
-RK_HD_INLINE void dispatch_mode(Mode mode, const F& fn) {
+inline void dispatch_mode(Mode mode, const F& fn) {
   switch (mode) {
     case Mode::RNN_TANH: fn(ModeConstant<Mode::RNN_TANH>{}); break;
     case Mode::RNN_RELU: fn(ModeConstant<Mode::RNN_RELU>{}); break;

@@ -1,0 +1,125 @@
+// The CUDA backend of the driver, and the CUDA kernels of the rnnkern ops.
+// Everything runs on the current stream: cuBLAS GEMMs, asynchronous copies and
+// the kernels of kernels.h; nothing in the time loop waits for the GPU.
+#include <ATen/cuda/CUDABlas.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../rnnkern/layer_op.h"
+#include "kernels.h"
+#include "launch_config.h"
+
+namespace rnnkern {
+namespace cuda {
+namespace {
+
+cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
+
+struct Backend {
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
+  template <typename T>
+  static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                   int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    using A = at::opmath_type<T>;
+    at::cuda::blas::gemm<T>(tb ? 't' : 'n', ta ? 't' : 'n', n, m, k, static_cast<A>(alpha), b,
+                            ldb, a, lda, static_cast<A>(beta), c, ldc);
+  }
+  template <typename T>
+  static void copy(T* dst, const T* src, int64_t n) {
+    if (n == 0) return;
+    C10_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, stream()));
+  }
+  template <typename T>
+  static void add(T* dst, const T* a, const T* b, int64_t n) {
+    if (n == 0) return;
+    const LaunchConfig config;
+    add_kernel<T><<<blocks_for(n, config), config.threads, 0, stream()>>>(dst, a, b, n);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  template <typename T>
+  static void forward_step(const ForwardStep<T>& s) {
+    const int64_t n = s.rows * s.hidden;
+    if (n == 0) return;
+    const LaunchConfig config;
+    dispatch_mode(s.mode, [&](auto mode) {
+      forward_step_kernel<decltype(mode)::value, T>
+          <<<blocks_for(n, config), config.threads, 0, stream()>>>(s);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  template <typename T>
+  static void backward_step(const BackwardStep<T>& s) {
+    const int64_t n = s.rows * s.hidden;
+    if (n == 0) return;
+    const LaunchConfig config;
+    dispatch_mode(s.mode, [&](auto mode) {
+      backward_step_kernel<decltype(mode)::value, T>
+          <<<blocks_for(n, config), config.threads, 0, stream()>>>(s);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  static at::Tensor column_sum(const at::Tensor& x) {
+    const int64_t rows = x.size(0), cols = x.size(1);
+    at::Tensor out = at::empty({cols}, x.options());
+    if (cols == 0) return out;
+    const LaunchConfig config;
+    RNNKERN_DISPATCH_TYPES(x.scalar_type(), "rnnkern_column_sum", [&] {
+      column_sum_kernel<scalar_t>
+          <<<column_sum_blocks(cols, config), dim3(kSumCols, kSumRows), 0, stream()>>>(
+              x.data_ptr<scalar_t>(), rows, cols, out.data_ptr<scalar_t>());
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+  }
+};
+
+// The algorithms for one layer on the GPU. Today there is one: per step a
+// cuBLAS GEMM and one fused pointwise kernel. A persistent kernel that keeps
+// W_hh on chip for the whole sequence (one launch, a grid-wide barrier per
+// step) is the planned second one for small batches; this is where it will
+// be chosen per shape.
+enum class Algorithm { kGemmPointwise };
+
+Algorithm choose_algorithm(const at::Tensor& /*input*/, const at::Tensor& /*w_hh*/) {
+  return Algorithm::kGemmPointwise;
+}
+
+ForwardResult forward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
+                      const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
+                      const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                      const OptTensor& w_hr, bool reverse, bool train) {
+  c10::cuda::CUDAGuard guard(input.device());
+  switch (choose_algorithm(input, w_hh)) {
+    case Algorithm::kGemmPointwise:
+      break;
+  }
+  return layer_forward<Backend>(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                reverse, train);
+}
+
+BackwardResult backward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
+                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
+                        const Tensor& output, const Tensor& saved_h_prev,
+                        const Tensor& saved_gates, const Tensor& saved_extra,
+                        const OptTensor& grad_output, const OptTensor& grad_hy,
+                        const OptTensor& grad_cy, bool reverse, int64_t batch,
+                        std::array<bool, 4> output_mask) {
+  c10::cuda::CUDAGuard guard(input.device());
+  return layer_backward<Backend>(mode, input, batch_sizes, w_ih, w_hh, w_hr, output,
+                                 saved_h_prev, saved_gates, saved_extra, grad_output, grad_hy,
+                                 grad_cy, reverse, batch, output_mask);
+}
+
+}  // namespace
+}  // namespace cuda
+
+TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
+  m.impl("layer_forward", &cuda::forward);
+  m.impl("layer_backward", &cuda::backward);
+}
+
+}  // namespace rnnkern

@@ -1,0 +1,134 @@
+// The CUDA kernels (csrc/cuda/kernels.h), compiled for the CPU through the
+// SIMT emulation harness, behind the same driver and ops as the real devices.
+// Registered as torch.ops.rnnkern_simt.* on CPU tensors, so the tests can run
+// every kernel's source against the CPU ops without a GPU. The GEMMs, which
+// cuBLAS does on a GPU, use the CPU BLAS here.
+#include "../cuda/simt_emulation.h"
+
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <cstring>
+
+#include "../cpu/blas.h"
+#include "../cuda/launch_config.h"
+#include "../rnnkern/layer_op.h"
+
+// The op namespace; a test building a mutated copy of the kernels gives it another.
+#ifndef RNNKERN_SIMT_OPS
+#define RNNKERN_SIMT_OPS rnnkern_simt
+#endif
+#define RNNKERN_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define RNNKERN_LIBRARY_IMPL(ns, k, m) TORCH_LIBRARY_IMPL(ns, k, m)
+
+namespace rnnkern {
+namespace simt_ops {
+
+using cuda::LaunchConfig;
+
+LaunchConfig& launch_config() {
+  static LaunchConfig config;
+  return config;
+}
+
+struct Backend {
+  template <typename T>
+  static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                   int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+    cpu::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+  template <typename T>
+  static void copy(T* dst, const T* src, int64_t n) {
+    if (n > 0) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <typename T>
+  static void add(T* dst, const T* a, const T* b, int64_t n) {
+    if (n == 0) return;
+    const LaunchConfig& config = launch_config();
+    simt::launch(&cuda::add_kernel<T>, dim3(cuda::blocks_for(n, config)), dim3(config.threads), 0,
+                 dst, a, b, n);
+  }
+  template <typename T>
+  static void forward_step(const ForwardStep<T>& s) {
+    const int64_t n = s.rows * s.hidden;
+    if (n == 0) return;
+    const LaunchConfig& config = launch_config();
+    dispatch_mode(s.mode, [&](auto mode) {
+      simt::launch(&cuda::forward_step_kernel<decltype(mode)::value, T>,
+                   dim3(cuda::blocks_for(n, config)), dim3(config.threads), 0, s);
+    });
+  }
+  template <typename T>
+  static void backward_step(const BackwardStep<T>& s) {
+    const int64_t n = s.rows * s.hidden;
+    if (n == 0) return;
+    const LaunchConfig& config = launch_config();
+    dispatch_mode(s.mode, [&](auto mode) {
+      simt::launch(&cuda::backward_step_kernel<decltype(mode)::value, T>,
+                   dim3(cuda::blocks_for(n, config)), dim3(config.threads), 0, s);
+    });
+  }
+  static at::Tensor column_sum(const at::Tensor& x) {
+    const int64_t rows = x.size(0), cols = x.size(1);
+    at::Tensor out = at::empty({cols}, x.options());
+    if (cols == 0) return out;
+    RNNKERN_DISPATCH_TYPES(x.scalar_type(), "rnnkern_simt_column_sum", [&] {
+      simt::launch(&cuda::column_sum_kernel<scalar_t>,
+                   dim3(cuda::column_sum_blocks(cols, launch_config())),
+                   dim3(cuda::kSumCols, cuda::kSumRows), 0, x.data_ptr<scalar_t>(), rows, cols,
+                   out.data_ptr<scalar_t>());
+    });
+    return out;
+  }
+};
+
+void set_launch_config(int64_t threads, int64_t max_blocks, int64_t schedule_seed) {
+  TORCH_CHECK(threads >= 1 && threads <= 1024 && max_blocks >= 1,
+              "rnnkern_simt: threads must be in [1, 1024] and max_blocks >= 1");
+  launch_config().threads = static_cast<int>(threads);
+  launch_config().max_blocks = max_blocks;
+  simt::set_schedule_seed(static_cast<uint64_t>(schedule_seed));
+}
+
+at::Tensor column_sum(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2, "rnnkern_simt: column_sum takes a 2-D tensor");
+  return Backend::column_sum(x.contiguous());
+}
+
+}  // namespace simt_ops
+
+RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
+  m.def(
+      "layer_forward(int mode, Tensor input, Tensor? batch_sizes, Tensor hx, Tensor? cx, "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, "
+      "bool train) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "layer_backward(int mode, Tensor input, Tensor? batch_sizes, Tensor w_ih, Tensor w_hh, "
+      "Tensor? w_hr, Tensor output, Tensor saved_h_prev, Tensor saved_gates, "
+      "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
+      "int batch, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor)");
+  m.def("column_sum(Tensor x) -> Tensor");
+  // Threads per block and the grid cap of the 1-D kernels, and the seed of the
+  // thread order inside blocks.
+  m.def("set_launch_config(int threads, int max_blocks, int schedule_seed) -> ()");
+}
+
+RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
+  m.impl("layer_forward", &layer_forward<simt_ops::Backend>);
+  m.impl("layer_backward", &layer_backward<simt_ops::Backend>);
+  m.impl("column_sum", &simt_ops::column_sum);
+}
+
+RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CompositeExplicitAutograd, m) {
+  m.impl("set_launch_config", &simt_ops::set_launch_config);
+}
+
+}  // namespace rnnkern
+
+// `import rnnkern._simt` needs a module init; see ops.cpp.
+#include <Python.h>
+extern "C" PyObject* PyInit__simt(void) {
+  static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_simt", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
