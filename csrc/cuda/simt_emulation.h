@@ -15,8 +15,9 @@
 //  * A barrier that only part of the block reaches, or an exception thrown by
 //    a kernel, makes launch() throw after the block has been unwound.
 //
-// Not provided: warp intrinsics, __shared__ written directly, streams, and
-// launches from several OS threads at once (the runtime state is global).
+// Not provided: warp intrinsics, the __shared__ keyword (use RK_SHARED),
+// streams, and launches from several OS threads at once (the runtime state is
+// global).
 #pragma once
 
 #if defined(__CUDACC__)
@@ -245,7 +246,7 @@ inline void run_block(Runtime& r, dim3 block, unsigned nthreads) {
     f.tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
     f.state = FiberState::kReady;
     f.started = false;
-    makecontext(&f.ctx, fiber_entry, 0);
+    makecontext(&f.ctx, fiber_entry, 0);  // re-arms the pooled context at the entry
     r.order[i] = i;
   }
   std::string failure;
