@@ -65,6 +65,19 @@ def pip_cuda_include_dirs():
     return sorted(d for d in dirs if os.path.isdir(d))
 
 
+def pip_cublas_link_args():
+    """Link cuBLAS from the nvidia-* pip wheels that torch itself loads (the toolkit
+    may come without it)."""
+    try:
+        import nvidia
+    except ImportError:
+        return ["-lcublas"]
+    for root in nvidia.__path__:
+        for lib in sorted(glob.glob(os.path.join(root, "*", "lib", "libcublas.so*"))):
+            return [f"-L{os.path.dirname(lib)}", f"-l:{os.path.basename(lib)}"]
+    return ["-lcublas"]
+
+
 def extensions():
     core = sources("rnnkern/*.cpp", "cpu/*.cpp", "ops.cpp")
     common = dict(extra_link_args=["-fopenmp"], py_limited_api=False)
@@ -76,7 +89,9 @@ def extensions():
         main = cpp_extension.CUDAExtension(
             "rnnkern._C", core + sources("cuda/*.cu"),
             include_dirs=pip_cuda_include_dirs(),
-            extra_compile_args={"cxx": cxx_flags(), "nvcc": nvcc}, **common)
+            extra_compile_args={"cxx": cxx_flags(), "nvcc": nvcc},
+            extra_link_args=common["extra_link_args"] + pip_cublas_link_args(),
+            py_limited_api=False)
     else:
         main = cpp_extension.CppExtension(
             "rnnkern._C", core, extra_compile_args={"cxx": cxx_flags()}, **common)

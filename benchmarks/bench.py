@@ -1,187 +1,257 @@
 """Benchmark rnnkern against torch.nn on this machine.
 
-For each case, torch.nn and rnnkern modules with the same weights run the same
-input, interleaved repeat by repeat; the table reports median times, the
-speed-up (torch.nn time / rnnkern time) and achieved GFLOP/s next to the
-machine's GEMM rate measured in the same run.
+For each case, the torch.nn baselines and rnnkern hold the same weights and run the
+same input, interleaved round by round (each round calls every implementation
+once), after a warm-up. Two phases are timed: the forward pass under
+torch.inference_mode(), and a training step (forward, then torch.autograd.grad of
+the sum of the outputs with respect to the input and all parameters).
 
-    python benchmarks/bench.py            # the default grid
-    python benchmarks/bench.py --quick    # a short run
-    python benchmarks/bench.py --modes LSTM GRU --sizes 100,1,256,256 --threads 2
+Baselines: torch.nn as it comes, and, for LSTM-based cases, torch.nn with oneDNN
+disabled. With --device cuda: torch.nn with cuDNN and with cuDNN disabled (for the
+cells, which never use cuDNN, torch.nn alone), timed with CUDA events. The speed-up
+is baseline time / rnnkern time (medians).
+
+GFLOP/s count the GEMMs only: per step the input and the recurrent GEMM (plus the
+projection GEMM with proj_size; packed sequences count their real rows only),
+x3 for a training step. They are set against the rate of one large torch.mm
+measured in the same run ("% GEMM"; the higher of a measurement before and one
+after the grid).
+
+Modes:
+{modes}
+
+Default grid, sizes as (T,B,I,H):
+  RNN_TANH ... PACKED  {grid}
+  LSTM_BIDIR2          {bidir}
+  CELLS                {cells}
+--sizes replaces the sizes of every mode.
+
+--quick: modes {quick_modes}, 3 repeats, a short minimum time per measurement:
+  RNN_TANH LSTM GRU    {quick}
+  CELLS                {quick_cells}
+
+Writes the table to stdout, and the JSON, Markdown and PNG (speed-up chart)
+files named below. Examples:
+
+    python benchmarks/bench.py                      # the full grid
+    python benchmarks/bench.py --quick              # about a minute
+    python benchmarks/bench.py --modes LSTM PACKED --sizes 100,32,256,256 --phases forward
+    python benchmarks/bench.py --device cuda --dtype bfloat16
 """
 import argparse
 import datetime
-import json
+import importlib.util
 import os
 import platform
 import statistics
 import sys
-import time
 
 import torch
-from torch import nn
 
+import bench_cases as cases
+import bench_report as report
+import bench_timing as timing
 import rnnkern
 
-# (T, B, I, H)
-DEFAULT_SIZES = [(100, 1, 128, 128), (100, 1, 256, 256), (100, 1, 512, 512), (100, 32, 256, 256),
-                 (100, 64, 512, 512), (50, 16, 128, 1024)]
-QUICK_SIZES = [(100, 1, 256, 256), (100, 32, 256, 256)]
-MODES = {
-    "RNN_TANH": (nn.RNN, rnnkern.RNN, {"nonlinearity": "tanh"}, 1),
-    "LSTM": (nn.LSTM, rnnkern.LSTM, {}, 4),
-    "GRU": (nn.GRU, rnnkern.GRU, {}, 3),
-}
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DEFAULT_OUTPUTS = {"json": "latest.json", "markdown": "latest.md", "chart": "latest.png"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
+
+
+def describe_sizes(sizes):
+    return " ".join("({})".format(",".join(map(str, s))) for s in sizes)
 
 
 def parse_size(text):
-    parts = tuple(int(p) for p in text.split(","))
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError("a size is T,B,I,H")
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size is T,B,I,H (four positive integers)")
     return parts
 
 
-def forward_flops(gates, T, B, I, H, num_directions=1):
-    # The two GEMMs per step; the pointwise math is negligible next to them.
-    return 2.0 * T * B * (I + H) * gates * H * num_directions
+def build_parser():
+    doc = __doc__.format(
+        modes="\n".join(f"  {name:<12} {text}" for name, text in cases.MODE_HELP.items()),
+        grid=describe_sizes(cases.GRID_SIZES), bidir=describe_sizes(cases.BIDIR_SIZES),
+        cells=describe_sizes(cases.CELL_SIZES), quick_modes=" ".join(cases.QUICK_MODES),
+        quick=describe_sizes(cases.QUICK_SIZES),
+        quick_cells=describe_sizes(cases.QUICK_CELL_SIZES))
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run (about a minute on 2 cores): see above")
+    parser.add_argument("--modes", nargs="+", choices=cases.MODES, metavar="MODE",
+                        help="modes to run, from: " + " ".join(cases.MODES) + " (default: all)")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, metavar="T,B,I,H",
+                        help="sizes to run every mode at (default: each mode's own, see above)")
+    parser.add_argument("--phases", nargs="+", choices=cases.PHASES, default=list(cases.PHASES),
+                        help="phases to time (default: both)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="minimum rounds per measurement (default: 7, 3 with --quick)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where modules and inputs live (default: %(default)s)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="parameter and input dtype, also of the GEMM-rate torch.mm "
+                             "(default: %(default)s)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="JSON output: machine info and all rows "
+                             "(default: benchmarks/results/latest.json)")
+    parser.add_argument("--markdown", metavar="PATH",
+                        help="Markdown table output (default: benchmarks/results/latest.md)")
+    parser.add_argument("--chart", metavar="PATH",
+                        help="PNG chart of the speed-ups, needs matplotlib "
+                             "(default: benchmarks/results/latest.png)")
+    parser.add_argument("--no-chart", action="store_true", help="do not draw the chart")
+    return parser
 
 
-def gemm_rate(threads, n=2048, repeats=5):
-    """GFLOP/s of a float32 n x n x n matrix product (torch.mm) on this machine."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+def check_cuda_ready(dtype):
+    """Exit with a clear message unless torch sees a GPU and rnnkern runs on it."""
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            f"bench.py: --device cuda needs a GPU, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}).")
+    try:
+        probe = rnnkern.LSTM(8, 8).to(device="cuda", dtype=dtype)
+        probe(torch.randn(3, 2, 8, device="cuda", dtype=dtype))
+        torch.cuda.synchronize()
+    except Exception as error:  # e.g. no CUDA kernel registered for the rnnkern ops
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SystemExit(f"bench.py: rnnkern does not run on CUDA in this build: {first_line}")
 
 
-def make_runners(mode, size, num_layers, bidirectional):
-    ref_cls, our_cls, extra, gates = MODES[mode]
-    T, B, I, H = size
-    torch.manual_seed(0)
-    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, **extra)
-    ref = ref_cls(I, H, **kwargs)
-    ours = our_cls(I, H, **kwargs)
-    ours.load_state_dict(ref.state_dict())
-    x = torch.randn(T, B, I)
-    x_grad = x.clone().requires_grad_()
-
-    def forward(module):
-        def run():
-            with torch.inference_mode():
-                module(x)
-        return run
-
-    def train_step(module):
-        params = list(module.parameters())
-
-        def run():
-            out, _ = module(x_grad)
-            torch.autograd.grad(out.sum(), [x_grad] + params)
-        return run
-
-    def without_mkldnn(fn):
-        def run():
-            with torch.backends.mkldnn.flags(enabled=False):
-                fn()
-        return run
-
-    impls = {"rnnkern": ours, "torch.nn": ref}
-    phases = {}
-    for phase, wrap in (("forward", forward), ("fwd+bwd", train_step)):
-        runners = {name: wrap(m) for name, m in impls.items()}
-        if mode == "LSTM":
-            runners["torch.nn (no oneDNN)"] = without_mkldnn(wrap(ref))
-        phases[phase] = runners
-    flops = forward_flops(gates, T, B, I, H, 2 if bidirectional else 1) * num_layers
-    return phases, flops
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def time_interleaved(runners, repeats, min_time):
-    """Median seconds per call of each runner, calls interleaved round by round."""
-    for run in runners.values():  # warm-up
-        run()
-    samples = {name: [] for name in runners}
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < repeats or (time.perf_counter() - start < min_time and rounds < 20 * repeats):
-        for name, run in runners.items():
-            t0 = time.perf_counter()
+def measure_gemm_rate(args):
+    return timing.gemm_rate(args.device, DTYPES[args.dtype], GEMM_SIZE[args.device])
+
+
+def describe_run(args, gemm_rates, repeats, min_time):
+    cuda = args.device == "cuda"
+    return dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
+                torch=torch.__version__, rnnkern=rnnkern.__version__,
+                python=platform.python_version(),
+                device=args.device, dtype=args.dtype, threads=torch.get_num_threads(),
+                cpu=cpu_model(), machine=platform.machine(),
+                gpu=torch.cuda.get_device_name() if cuda else None,
+                cuda=torch.version.cuda if cuda else None,
+                gemm_size=GEMM_SIZE[args.device], gemm_gflops=max(gemm_rates),
+                gemm_gflops_before_after=gemm_rates,
+                repeats=repeats, min_time_s=min_time)
+
+
+def keep_working(runners, case, phase):
+    """Call each runner once (the first warm-up call). A baseline that raises is left
+    out with a note on stderr; an error of rnnkern's propagates."""
+    kept = {}
+    for name, run in runners.items():
+        try:
             run()
-            samples[name].append(time.perf_counter() - t0)
-        rounds += 1
-    return {name: statistics.median(s) for name, s in samples.items()}
+        except Exception as error:
+            if name == "rnnkern":
+                raise
+            sys.stderr.write(f"\nnote: {case.label} {phase}: {name} left out: {error}\n")
+            continue
+        kept[name] = run
+    return kept
 
 
-def progress(done, total, label):
-    width = 30
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
-    sys.stderr.flush()
+def result_rows(case, phase, samples):
+    """One row per baseline, each against rnnkern, from the medians of the samples
+    (the fastest sample and the number of rounds go along, to judge the noise)."""
+    flops = cases.phase_flops(case, phase)
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    ours = medians["rnnkern"]
+    gflops = flops / ours / 1e9
+    return [dict(case=case.label, mode=case.mode, module=case.module, size=list(case.size),
+                 num_layers=case.num_layers, bidirectional=case.bidirectional,
+                 proj_size=case.proj_size, packed=case.packed, rows=cases.real_rows(case),
+                 phase=phase, baseline=name, rnnkern_ms=ours * 1e3, baseline_ms=seconds * 1e3,
+                 speedup=seconds / ours, gflop=flops / 1e9, rnnkern_gflops=gflops,
+                 rnnkern_min_ms=min(samples["rnnkern"]) * 1e3,
+                 baseline_min_ms=min(samples[name]) * 1e3,
+                 rounds=len(samples[name]))
+            for name, seconds in medians.items() if name != "rnnkern"]
+
+
+def run_grid(grid, args, repeats, min_time):
+    clock = timing.clock_for(args.device)
+    dtype = DTYPES[args.dtype]
+    extra_warmup_calls = 2 if args.device == "cuda" else 0
+    rows = []
+    for index, case in enumerate(grid):
+        timing.progress(index, len(grid), case.label)
+        for phase, runners in cases.build_runners(case, args.phases, args.device, dtype).items():
+            runners = keep_working(runners, case, phase)
+            samples = timing.time_interleaved(runners, clock, repeats, min_time, extra_warmup_calls)
+            rows += result_rows(case, phase, samples)
+    timing.progress(len(grid), len(grid), "done")
+    sys.stderr.write("\n")
+    return rows
+
+
+def add_gemm_percent(rows, gemm_gflops):
+    for row in rows:
+        row["gemm_percent"] = 100.0 * row["rnnkern_gflops"] / gemm_gflops
+
+
+def shown(path):
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def write_outputs(args, info, rows):
+    report.write_json(args.json, info, rows)
+    report.write_text(args.markdown, report.format_markdown_table(rows, info))
+    written = [args.json, args.markdown]
+    if not args.no_chart and rows:
+        report.draw_chart(args.chart, rows, info)
+        written.append(args.chart)
+    print("written: " + ", ".join(shown(p) for p in written))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a short run: two sizes, few repeats")
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    parser.add_argument("--sizes", nargs="+", type=parse_size, help="T,B,I,H ...")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--json", default=os.path.join("benchmarks", "results", "latest.json"))
-    args = parser.parse_args(argv)
-
+    args = build_parser().parse_args(argv)
+    for option, file_name in DEFAULT_OUTPUTS.items():
+        if getattr(args, option) is None:
+            setattr(args, option, os.path.join(RESULTS_DIR, file_name))
+    if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
+        raise SystemExit("bench.py: --threads and --repeats must be at least 1")
+    if not args.no_chart and importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("bench.py: the chart needs matplotlib: pip install matplotlib, "
+                         "or pass --no-chart")
+    if args.device == "cuda":
+        check_cuda_ready(DTYPES[args.dtype])
     torch.set_num_threads(args.threads)
-    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+
+    modes = args.modes or (cases.QUICK_MODES if args.quick else cases.MODES)
+    grid = cases.build_grid(modes, args.sizes, args.quick)
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = 0.2 if args.quick else 1.0
-    cases = [(mode, size, 1, False) for mode in args.modes for size in sizes]
-    if "LSTM" in args.modes and not args.sizes:
-        cases.append(("LSTM", (100, 32, 256, 256), 2, True))
 
-    gemm = gemm_rate(args.threads)
-    rows = []
-    for index, (mode, size, layers, bidir) in enumerate(cases):
-        label = f"{mode} {size}" + (f" {layers}-layer bidir" if bidir else "")
-        progress(index, len(cases), label)
-        phases, flops = make_runners(mode, size, layers, bidir)
-        for phase, runners in phases.items():
-            medians = time_interleaved(runners, repeats, min_time)
-            phase_flops = flops * (3 if phase == "fwd+bwd" else 1)
-            for name, seconds in medians.items():
-                if name == "rnnkern":
-                    continue
-                rows.append(dict(mode=mode, size=list(size), num_layers=layers, bidirectional=bidir,
-                                 phase=phase, baseline=name,
-                                 rnnkern_ms=medians["rnnkern"] * 1e3, baseline_ms=seconds * 1e3,
-                                 speedup=seconds / medians["rnnkern"],
-                                 rnnkern_gflops=phase_flops / medians["rnnkern"] / 1e9))
-    progress(len(cases), len(cases), "done")
-    sys.stderr.write("\n")
-
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}; "
-          f"float32 GEMM rate (torch.mm 2048^3) {gemm:.0f} GFLOP/s")
-    header = f"{'case':<34} {'phase':<8} {'baseline':<21} {'rnnkern ms':>10} {'base ms':>9} " \
-             f"{'speedup':>8} {'GFLOP/s':>8} {'% GEMM':>7}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        T, B, I, H = r["size"]
-        case = f"{r['mode']} T{T} B{B} I{I} H{H}" + (" x2 bi" if r["bidirectional"] else "")
-        print(f"{case:<34} {r['phase']:<8} {r['baseline']:<21} {r['rnnkern_ms']:>10.2f} "
-              f"{r['baseline_ms']:>9.2f} {r['speedup']:>7.2f}x {r['rnnkern_gflops']:>8.1f} "
-              f"{100 * r['rnnkern_gflops'] / gemm:>6.0f}%")
-
-    result = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
-                  torch=torch.__version__, threads=args.threads, machine=platform.machine(),
-                  processor=platform.processor(), gemm_gflops=gemm, rows=rows)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"results written to {args.json}")
+    # The GEMM rate before and after the grid; the higher one counts (machine noise only slows).
+    gemm_rates = [measure_gemm_rate(args)]
+    rows = run_grid(grid, args, repeats, min_time)
+    gemm_rates.append(measure_gemm_rate(args))
+    add_gemm_percent(rows, max(gemm_rates))
+    info = describe_run(args, gemm_rates, repeats, min_time)
+    print(report.format_text_table(rows, info))
+    write_outputs(args, info, rows)
 
 
 if __name__ == "__main__":

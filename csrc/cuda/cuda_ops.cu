@@ -1,7 +1,8 @@
 // The CUDA backend of the driver, and the CUDA kernels of the rnnkern ops.
 // Everything runs on the current stream: cuBLAS GEMMs, asynchronous copies and
 // the kernels of kernels.h; nothing in the time loop waits for the GPU.
-#include <ATen/cuda/CUDABlas.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/Exceptions.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -11,11 +12,39 @@
 #include "kernels.h"
 #include "launch_config.h"
 
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
 namespace rnnkern {
 namespace cuda {
 namespace {
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
+
+// Column-major cuBLAS GEMMs on torch's handle for the current stream (which
+// also carries torch's TF32 setting). Half and bfloat16 accumulate in float.
+void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                 const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
+  TORCH_CUDABLAS_CHECK(cublasSgemm(at::cuda::getCurrentCUDABlasHandle(), ta, tb, m, n, k, &alpha,
+                                   a, lda, b, ldb, &beta, c, ldc));
+}
+void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double alpha,
+                 const double* a, int lda, const double* b, int ldb, double beta, double* c,
+                 int ldc) {
+  TORCH_CUDABLAS_CHECK(cublasDgemm(at::cuda::getCurrentCUDABlasHandle(), ta, tb, m, n, k, &alpha,
+                                   a, lda, b, ldb, &beta, c, ldc));
+}
+template <typename T>
+void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                 const T* a, int lda, const T* b, int ldb, float beta, T* c, int ldc) {
+  static_assert(std::is_same<T, at::Half>::value || std::is_same<T, at::BFloat16>::value,
+                "half or bfloat16");
+  const cudaDataType type = std::is_same<T, at::Half>::value ? CUDA_R_16F : CUDA_R_16BF;
+  TORCH_CUDABLAS_CHECK(cublasGemmEx(at::cuda::getCurrentCUDABlasHandle(), ta, tb, m, n, k, &alpha,
+                                    a, type, lda, b, type, ldb, &beta, c, type, ldc,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 struct Backend {
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
@@ -23,9 +52,14 @@ struct Backend {
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
     if (m == 0 || n == 0) return;
+    const int64_t int_max = std::numeric_limits<int>::max();
+    TORCH_CHECK(std::max({m, n, k, lda, ldb, ldc}) <= int_max,
+                "rnnkern: a GEMM dimension exceeds cuBLAS's 32-bit limit");
     using A = at::opmath_type<T>;
-    at::cuda::blas::gemm<T>(tb ? 't' : 'n', ta ? 't' : 'n', n, m, k, static_cast<A>(alpha), b,
-                            ldb, a, lda, static_cast<A>(beta), c, ldc);
+    const auto op = [](bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; };
+    cublas_gemm(op(tb), op(ta), static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
+                static_cast<A>(alpha), b, static_cast<int>(ldb), a, static_cast<int>(lda),
+                static_cast<A>(beta), c, static_cast<int>(ldc));
   }
   template <typename T>
   static void copy(T* dst, const T* src, int64_t n) {

@@ -68,14 +68,14 @@ struct Backend {
                    dim3(cuda::blocks_for(n, config)), dim3(config.threads), 0, s);
     });
   }
-  static at::Tensor column_sum(const at::Tensor& x) {
+  static at::Tensor column_sum(const at::Tensor& x, int64_t block_rows = cuda::kSumRows) {
     const int64_t rows = x.size(0), cols = x.size(1);
     at::Tensor out = at::empty({cols}, x.options());
     if (cols == 0) return out;
     RNNKERN_DISPATCH_TYPES(x.scalar_type(), "rnnkern_simt_column_sum", [&] {
       simt::launch(&cuda::column_sum_kernel<scalar_t>,
                    dim3(cuda::column_sum_blocks(cols, launch_config())),
-                   dim3(cuda::kSumCols, cuda::kSumRows), 0, x.data_ptr<scalar_t>(), rows, cols,
+                   dim3(cuda::kSumCols, block_rows), 0, x.data_ptr<scalar_t>(), rows, cols,
                    out.data_ptr<scalar_t>());
     });
     return out;
@@ -90,9 +90,11 @@ void set_launch_config(int64_t threads, int64_t max_blocks, int64_t schedule_see
   simt::set_schedule_seed(static_cast<uint64_t>(schedule_seed));
 }
 
-at::Tensor column_sum(const at::Tensor& x) {
+// block_rows other than cuda::kSumRows is a wrong launch configuration, for
+// the test that shows the emulation catches one.
+at::Tensor column_sum(const at::Tensor& x, int64_t block_rows) {
   TORCH_CHECK(x.dim() == 2, "rnnkern_simt: column_sum takes a 2-D tensor");
-  return Backend::column_sum(x.contiguous());
+  return Backend::column_sum(x.contiguous(), block_rows);
 }
 
 }  // namespace simt_ops
@@ -108,7 +110,7 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
       "int batch, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor)");
-  m.def("column_sum(Tensor x) -> Tensor");
+  m.def("column_sum(Tensor x, int block_rows=8) -> Tensor");
   // Threads per block and the grid cap of the 1-D kernels, and the seed of the
   // thread order inside blocks.
   m.def("set_launch_config(int threads, int max_blocks, int schedule_seed) -> ()");
