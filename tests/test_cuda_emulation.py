@@ -141,11 +141,11 @@ def _build_mutant(tmp_path, replace, by, name):
 
 
 def test_planted_indexing_bug_is_caught(tmp_path):
-    # Off-by-one in the forward kernel's column index: every emulated run of the
-    # tests above would then disagree with the CPU op.
+    # A wrong row stride in the forward kernel's index arithmetic: the emulated
+    # run must then disagree with the CPU op, as every test above would.
     mutant = _build_mutant(
         tmp_path, "forward_element<M>(s, i / s.hidden, i % s.hidden);",
-        "forward_element<M>(s, i / s.hidden, (i + 1) % s.hidden);", "rnnkern_simt_mutant")
+        "forward_element<M>(s, i / (s.hidden + 1), i % s.hidden);", "rnnkern_simt_mutant")
     args = layer_args("GRU", 3, 2, 3, 5, False, 0, torch.float64) + [False, True]
     expected = torch.ops.rnnkern.layer_forward(*args)
     torch.testing.assert_close(SIMT.layer_forward(*args)[0], expected[0], atol=1e-12, rtol=0)
