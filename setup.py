@@ -96,7 +96,7 @@ def extensions():
         main = cpp_extension.CppExtension(
             "rnnkern._C", core, extra_compile_args={"cxx": cxx_flags()}, **common)
     emulation = cpp_extension.CppExtension(
-        "rnnkern._simt", sources("simt/*.cpp", "rnnkern/*.cpp", "cpu/blas.cpp"),
+        "rnnkern._simt", sources("simt/*.cpp", "rnnkern/*.cpp", "cpu/blas.cpp", "cpu/small_gemm.cpp"),
         extra_compile_args={"cxx": cxx_flags()}, **common)
     return [main, emulation]
 

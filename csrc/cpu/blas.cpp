@@ -6,6 +6,7 @@
 // looked up once at run time. If a torch build has none, ATen's addmm on
 // wrapping tensors is the (slower, still correct) fallback.
 #include "blas.h"
+#include "small_gemm.h"
 
 #include <dlfcn.h>
 
@@ -55,6 +56,10 @@ void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
   if (k == 0) {  // BLAS rejects k = 0 leading dimensions; C = beta * C
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+    return;
+  }
+  if (!ta && m <= kSmallGemmMaxRows) {
+    small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   const int64_t int_max = std::numeric_limits<int>::max();

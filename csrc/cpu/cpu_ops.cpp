@@ -3,10 +3,12 @@
 #include <torch/library.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "../rnnkern/layer_op.h"
 #include "blas.h"
 #include "pointwise.h"
+#include "small_batch.h"
 
 namespace rnnkern {
 namespace cpu {
@@ -26,6 +28,23 @@ struct Backend {
     cpu::add(dst, a, b, n);
   }
   static at::Tensor column_sum(const at::Tensor& x) { return at::sum(x, 0); }
+  template <typename T>
+  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                               const ForwardBuffers<T>& buf) {
+    // bfloat16 and half take the generic loop: their GEMMs go through ATen.
+    if constexpr (std::is_floating_point<T>::value) {
+      return buf.w_hr == nullptr && small_batch_forward(dims, seq, reverse, buf);
+    }
+    return false;
+  }
+  template <typename T>
+  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                                const BackwardBuffers<T>& buf) {
+    if constexpr (std::is_floating_point<T>::value) {
+      return buf.w_hr == nullptr && small_batch_backward(dims, seq, reverse, buf);
+    }
+    return false;
+  }
   template <typename T>
   static void forward_step(const ForwardStep<T>& s) {
     cpu::forward_step(s);

@@ -47,6 +47,15 @@ void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
 }
 
 struct Backend {
+  // One algorithm only: the generic loop of driver.h.
+  template <typename Buffers>
+  static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
+    return false;
+  }
+  template <typename Buffers>
+  static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
+    return false;
+  }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,

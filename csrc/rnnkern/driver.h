@@ -4,6 +4,9 @@
 //   gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)   (row-major)
 //   copy(dst, src, n), add(dst, a, b_or_null, n)
 //   forward_step(ForwardStep<T>) / backward_step(BackwardStep<T>)
+//   forward_sequence(dims, seq, reverse, ForwardBuffers<T>) / backward_sequence(...):
+//     the whole loop by another algorithm where the backend has one for the
+//     shape (true), else false and the generic loop below runs
 // Nothing is allocated here; all buffers come from the caller (layer_op.h).
 //
 // Sizes: H = hidden size (gates, c), R = size of h (H, or proj_size for a
@@ -46,6 +49,7 @@ void forward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
   const int64_t GH = gate_count(dims.mode) * H;
   const bool gru = dims.mode == Mode::GRU;
   const bool proj = buf.w_hr != nullptr;
+  if (Backend::forward_sequence(dims, seq, reverse, buf)) return;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = reverse ? seq.steps - 1 - s : s;
     const int64_t rows = seq.sizes[t];
@@ -98,6 +102,7 @@ void backward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
   const int64_t GH = gate_count(dims.mode) * H;
   const bool gru = dims.mode == Mode::GRU;
   const bool proj = buf.w_hr != nullptr;
+  if (Backend::backward_sequence(dims, seq, reverse, buf)) return;
   for (int64_t s = 0; s < seq.steps; ++s) {
     // Walk the steps in the opposite order of the forward pass.
     const int64_t t = reverse ? s : seq.steps - 1 - s;

@@ -32,6 +32,15 @@ LaunchConfig& launch_config() {
 }
 
 struct Backend {
+  // One algorithm only: the generic loop of driver.h.
+  template <typename Buffers>
+  static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
+    return false;
+  }
+  template <typename Buffers>
+  static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
+    return false;
+  }
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {

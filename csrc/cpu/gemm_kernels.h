@@ -1,0 +1,89 @@
+// The inner loops of GEMMs with few rows (m <= 8): a batch of a few sequences
+// times a weight matrix, where the cost is streaming the weight, not the
+// arithmetic. Both read each weight element once per call, vectorised along
+// its contiguous dimension, and compute the output columns [n0, n1) only, so
+// that threads can split a weight between them in fixed ranges.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace rnnkern {
+namespace cpu {
+
+constexpr int64_t kSmallGemmMaxRows = 8;
+
+template <typename T>
+inline T combine(T alpha, T acc, T beta, T old) {
+  return beta == T(0) ? alpha * acc : alpha * acc + beta * old;
+}
+
+// C[:, n0:n1] = alpha * A B^T + beta * C for A [m,K] and a row-major B [N,K]:
+// dot products, four rows of B at a time so each load of A serves four.
+template <typename T>
+void dot_rows(int64_t m, int64_t n0, int64_t n1, int64_t k, T alpha, const T* a, int64_t lda,
+              const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const T* b0 = b + n * ldb;
+    const T* b1 = b0 + ldb;
+    const T* b2 = b1 + ldb;
+    const T* b3 = b2 + ldb;
+    for (int64_t i = 0; i < m; ++i) {
+      const T* ai = a + i * lda;
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+      for (int64_t p = 0; p < k; ++p) {
+        s0 += ai[p] * b0[p];
+        s1 += ai[p] * b1[p];
+        s2 += ai[p] * b2[p];
+        s3 += ai[p] * b3[p];
+      }
+      T* ci = c + i * ldc + n;
+      ci[0] = combine(alpha, s0, beta, ci[0]);
+      ci[1] = combine(alpha, s1, beta, ci[1]);
+      ci[2] = combine(alpha, s2, beta, ci[2]);
+      ci[3] = combine(alpha, s3, beta, ci[3]);
+    }
+  }
+  for (; n < n1; ++n) {
+    const T* bn = b + n * ldb;
+    for (int64_t i = 0; i < m; ++i) {
+      const T* ai = a + i * lda;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t p = 0; p < k; ++p) s += ai[p] * bn[p];
+      c[i * ldc + n] = combine(alpha, s, beta, c[i * ldc + n]);
+    }
+  }
+}
+
+// C[:, n0:n1] = alpha * A B + beta * C for A [m,K] (m <= kSmallGemmMaxRows) and
+// a row-major B [K,N]: rows of B scaled by A and summed, a block of columns at
+// a time, in accumulators that stay in registers / L1.
+template <typename T>
+void axpy_rows(int64_t m, int64_t n0, int64_t n1, int64_t k, T alpha, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  constexpr int64_t kCols = 64;
+  T acc[kSmallGemmMaxRows][kCols];
+  for (int64_t j0 = n0; j0 < n1; j0 += kCols) {
+    const int64_t cols = std::min(kCols, n1 - j0);
+    for (int64_t i = 0; i < m; ++i) std::fill(acc[i], acc[i] + kCols, T(0));
+    for (int64_t p = 0; p < k; ++p) {
+      const T* bp = b + p * ldb + j0;
+      for (int64_t i = 0; i < m; ++i) {
+        const T scale = a[i * lda + p];
+        T* acc_i = acc[i];
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) acc_i[j] += scale * bp[j];
+      }
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      T* ci = c + i * ldc + j0;
+      for (int64_t j = 0; j < cols; ++j) ci[j] = combine(alpha, acc[i][j], beta, ci[j]);
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace rnnkern

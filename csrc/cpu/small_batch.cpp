@@ -1,0 +1,169 @@
+#include "small_batch.h"
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../rnnkern/step_elements.h"
+#include "gemm_kernels.h"
+
+namespace rnnkern {
+namespace cpu {
+namespace {
+
+// Below this many weight elements per thread, one thread does it all.
+constexpr int64_t kMinWeightsPerThread = 16 * 1024;
+
+struct UnitRange {
+  int64_t begin, end;
+};
+
+// Thread `tid` of `threads` owns units [begin, end): equal parts, multiples of
+// 16 so each starts on a vector boundary.
+UnitRange units_of(int64_t tid, int64_t threads, int64_t hidden) {
+  const int64_t per = ((hidden + threads - 1) / threads + 15) / 16 * 16;
+  return {std::min(hidden, tid * per), std::min(hidden, (tid + 1) * per)};
+}
+
+int64_t thread_count(int64_t weights) {
+  if (omp_in_parallel()) return 1;
+  const int64_t wanted = weights / kMinWeightsPerThread;
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), wanted));
+}
+
+bool applies(const LayerDims& dims, const SeqLayout& seq) {
+  return seq.batch <= kSmallGemmMaxRows && dims.out == dims.hidden && seq.steps > 0;
+}
+
+template <Mode M, typename T>
+void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                    const ForwardBuffers<T>& buf, T* next, UnitRange own) {
+  const int64_t H = dims.hidden, G = gate_count(M), GH = G * H, B = seq.batch;
+  const int64_t width = own.end - own.begin;
+  T* h_prev = buf.h;  // complete h' of every row; read by all threads
+  T* h_next = next;   // written by each thread on its own units
+  for (int64_t s = 0; s < seq.steps; ++s) {
+    const int64_t t = reverse ? seq.steps - 1 - s : s;
+    const int64_t rows = seq.sizes[t];
+    const int64_t off = seq.offsets[t];
+    T* gates = buf.gates + off * GH;
+    // Own units of every row into h_next: the pointwise step updates the active
+    // rows in place; rows not in this step carry their state over.
+    for (int64_t b = 0; b < B; ++b) {
+      std::memcpy(h_next + b * H + own.begin, h_prev + b * H + own.begin, width * sizeof(T));
+    }
+    if (buf.saved_h_prev != nullptr) {
+      for (int64_t b = 0; b < rows; ++b) {
+        std::memcpy(buf.saved_h_prev + (off + b) * H + own.begin, h_prev + b * H + own.begin,
+                    width * sizeof(T));
+      }
+    }
+    for (int64_t g = 0; g < G; ++g) {  // the rows of W_hh for the own units
+      const int64_t n0 = g * H + own.begin, n1 = g * H + own.end;
+      if (M == Mode::GRU) {
+        dot_rows(rows, n0, n1, H, T(1), h_prev, H, buf.w_hh, H, T(0), buf.gates_h, GH);
+      } else {
+        dot_rows(rows, n0, n1, H, T(1), h_prev, H, buf.w_hh, H, T(1), gates, GH);
+      }
+    }
+    const ForwardStep<T> step{M, rows, H, gates, buf.gates_h, buf.bias_hn, h_next, buf.c,
+                              buf.output + off * H,
+                              buf.saved_extra ? buf.saved_extra + off * H : nullptr};
+    for (int64_t b = 0; b < rows; ++b) {
+#pragma omp simd
+      for (int64_t j = own.begin; j < own.end; ++j) forward_element<M>(step, b, j);
+    }
+#pragma omp barrier
+    std::swap(h_prev, h_next);
+  }
+}
+
+template <Mode M, typename T>
+void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                     const BackwardBuffers<T>& buf, UnitRange own) {
+  const int64_t H = dims.hidden, GH = gate_count(M) * H;
+  for (int64_t s = 0; s < seq.steps; ++s) {
+    const int64_t t = reverse ? s : seq.steps - 1 - s;
+    const int64_t rows = seq.sizes[t];
+    const int64_t off = seq.offsets[t];
+    const BackwardStep<T> step{M,
+                               rows,
+                               H,
+                               buf.gates + off * GH,
+                               buf.extra ? buf.extra + off * H : nullptr,
+                               buf.h_prev + off * H,
+                               buf.output + off * H,
+                               buf.grad_output ? buf.grad_output + off * H : nullptr,
+                               buf.dh,
+                               buf.dc,
+                               buf.dgates + off * GH,
+                               buf.dgates_h + off * GH};
+    for (int64_t b = 0; b < rows; ++b) {
+#pragma omp simd
+      for (int64_t j = own.begin; j < own.end; ++j) backward_element<M>(step, b, j);
+    }
+#pragma omp barrier  // dh' needs the gate gradients of every unit
+    // Own columns of dh' = dgates_h W_hh (+ the direct part the GRU step left).
+    axpy_rows(rows, own.begin, own.end, GH, T(1), buf.dgates_h + off * GH, GH, buf.w_hh, H,
+              M == Mode::GRU ? T(1) : T(0), buf.dh, H);
+  }
+}
+
+template <typename F>
+void run_threads(int64_t threads, int64_t hidden, const F& body) {
+  if (threads == 1) {
+    body(UnitRange{0, hidden});
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  body(units_of(omp_get_thread_num(), omp_get_num_threads(), hidden));
+}
+
+}  // namespace
+
+template <typename T>
+bool small_batch_forward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                         const ForwardBuffers<T>& buf) {
+  if (!applies(dims, seq)) return false;
+  const int64_t H = dims.hidden;
+  std::vector<T> next(seq.batch * H);
+  const int64_t threads = thread_count(gate_count(dims.mode) * H * H);
+  dispatch_mode(dims.mode, [&](auto mode) {
+    run_threads(threads, H, [&](UnitRange own) {
+      forward_thread<decltype(mode)::value>(dims, seq, reverse, buf, next.data(), own);
+    });
+  });
+  if (seq.steps % 2 == 1) {  // the final state is in the other buffer
+    std::memcpy(buf.h, next.data(), next.size() * sizeof(T));
+  }
+  return true;
+}
+
+template <typename T>
+bool small_batch_backward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                          const BackwardBuffers<T>& buf) {
+  if (!applies(dims, seq)) return false;
+  const int64_t H = dims.hidden;
+  const int64_t threads = thread_count(gate_count(dims.mode) * H * H);
+  dispatch_mode(dims.mode, [&](auto mode) {
+    run_threads(threads, H, [&](UnitRange own) {
+      backward_thread<decltype(mode)::value>(dims, seq, reverse, buf, own);
+    });
+  });
+  return true;
+}
+
+template bool small_batch_forward(const LayerDims&, const SeqLayout&, bool,
+                                  const ForwardBuffers<float>&);
+template bool small_batch_forward(const LayerDims&, const SeqLayout&, bool,
+                                  const ForwardBuffers<double>&);
+template bool small_batch_backward(const LayerDims&, const SeqLayout&, bool,
+                                   const BackwardBuffers<float>&);
+template bool small_batch_backward(const LayerDims&, const SeqLayout&, bool,
+                                   const BackwardBuffers<double>&);
+
+}  // namespace cpu
+}  // namespace rnnkern
