@@ -60,28 +60,57 @@ void dot_rows(int64_t m, int64_t n0, int64_t n1, int64_t k, T alpha, const T* a,
 
 // C[:, n0:n1] = alpha * A B + beta * C for A [m,K] (m <= kSmallGemmMaxRows) and
 // a row-major B [K,N]: rows of B scaled by A and summed, a block of columns at
-// a time, in accumulators that stay in registers / L1.
-template <typename T>
-void axpy_rows(int64_t m, int64_t n0, int64_t n1, int64_t k, T alpha, const T* a, int64_t lda,
-               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  constexpr int64_t kCols = 64;
-  T acc[kSmallGemmMaxRows][kCols];
+// a time. The rows count is a template parameter so that the accumulators
+// (M x kCols values: 8-16 vector registers) stay in registers and give enough
+// independent FMA chains to hide their latency; no horizontal sums are needed.
+template <int M, typename T>
+void axpy_rows_fixed(int64_t n0, int64_t n1, int64_t k, T alpha, const T* a, int64_t lda,
+                     const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  constexpr int64_t kCols = (M <= 2 ? 256 : (M <= 4 ? 128 : 64)) / sizeof(T) * 2;
   for (int64_t j0 = n0; j0 < n1; j0 += kCols) {
     const int64_t cols = std::min(kCols, n1 - j0);
-    for (int64_t i = 0; i < m; ++i) std::fill(acc[i], acc[i] + kCols, T(0));
-    for (int64_t p = 0; p < k; ++p) {
-      const T* bp = b + p * ldb + j0;
-      for (int64_t i = 0; i < m; ++i) {
-        const T scale = a[i * lda + p];
-        T* acc_i = acc[i];
+    T acc[M][kCols] = {};
+    if (cols == kCols) {
+      for (int64_t p = 0; p < k; ++p) {
+        const T* bp = b + p * ldb + j0;
+        for (int i = 0; i < M; ++i) {
+          const T scale = a[i * lda + p];
 #pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) acc_i[j] += scale * bp[j];
+          for (int64_t j = 0; j < kCols; ++j) acc[i][j] += scale * bp[j];
+        }
+      }
+    } else {
+      for (int64_t p = 0; p < k; ++p) {
+        const T* bp = b + p * ldb + j0;
+        for (int i = 0; i < M; ++i) {
+          const T scale = a[i * lda + p];
+#pragma omp simd
+          for (int64_t j = 0; j < cols; ++j) acc[i][j] += scale * bp[j];
+        }
       }
     }
-    for (int64_t i = 0; i < m; ++i) {
+    for (int i = 0; i < M; ++i) {
       T* ci = c + i * ldc + j0;
       for (int64_t j = 0; j < cols; ++j) ci[j] = combine(alpha, acc[i][j], beta, ci[j]);
     }
+  }
+}
+
+template <typename T>
+void axpy_rows(int64_t m, int64_t n0, int64_t n1, int64_t k, T alpha, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  // Up to 8 rows, as one or two calls with a compile-time row count.
+  while (m > 0) {
+    const int64_t rows = m >= 8 ? 8 : (m >= 4 ? 4 : (m >= 2 ? 2 : 1));
+    switch (rows) {
+      case 8: axpy_rows_fixed<8>(n0, n1, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+      case 4: axpy_rows_fixed<4>(n0, n1, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+      case 2: axpy_rows_fixed<2>(n0, n1, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+      default: axpy_rows_fixed<1>(n0, n1, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+    }
+    a += rows * lda;
+    c += rows * ldc;
+    m -= rows;
   }
 }
 
