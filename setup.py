@@ -96,7 +96,8 @@ def extensions():
         main = cpp_extension.CppExtension(
             "rnnkern._C", core, extra_compile_args={"cxx": cxx_flags()}, **common)
     emulation = cpp_extension.CppExtension(
-        "rnnkern._simt", sources("simt/*.cpp", "rnnkern/*.cpp", "cpu/blas.cpp", "cpu/small_gemm.cpp"),
+        "rnnkern._simt", sources("simt/*.cpp", "rnnkern/*.cpp", "cpu/blas.cpp", "cpu/small_gemm.cpp",
+                "cpu/packed_gemm.cpp"),
         extra_compile_args={"cxx": cxx_flags()}, **common)
     return [main, emulation]
 

@@ -6,6 +6,7 @@
 // looked up once at run time. If a torch build has none, ATen's addmm on
 // wrapping tensors is the (slower, still correct) fallback.
 #include "blas.h"
+#include "packed_gemm.h"
 #include "small_gemm.h"
 
 #include <dlfcn.h>
@@ -17,11 +18,38 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <memory>
+#include <tuple>
 #include <type_traits>
 
 namespace rnnkern {
 namespace cpu {
 namespace {
+
+// The packed B operands of the innermost open PackedWeightScope of this thread.
+using PackKey = std::tuple<const void*, bool, int64_t, int64_t, int64_t>;  // b, trans, k, n, ldb
+struct PackCache {
+  std::map<PackKey, PackedPanels> panels;
+};
+thread_local std::vector<std::unique_ptr<PackCache>> open_scopes;
+
+// Fewer rows than this: small_gemm or BLAS.
+constexpr int64_t kPackedMinRows = kSmallGemmMaxRows + 1;
+
+bool try_packed_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                     float* c, int64_t ldc) {
+  if (open_scopes.empty() || ta || alpha != 1.f || m < kPackedMinRows || n < kPanelCols) {
+    return false;
+  }
+  auto& cache = open_scopes.back()->panels;
+  const PackKey key{b, tb, k, n, ldb};
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, pack_panels(b, ldb, tb, k, n)).first;
+  packed_gemm(m, a, lda, it->second, beta, c, ldc);
+  return true;
+}
 
 template <typename T>
 using FortranGemm = void (*)(const char*, const char*, const int*, const int*, const int*,
@@ -62,6 +90,9 @@ void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
     small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  if constexpr (std::is_same<T, float>::value) {
+    if (try_packed_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
+  }
   const int64_t int_max = std::numeric_limits<int>::max();
   const FortranGemm<T> blas = find_blas<T>();
   if (blas == nullptr || std::max({m, n, k, lda, ldb, ldc}) > int_max) {
@@ -78,6 +109,9 @@ void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
 }
 
 }  // namespace
+
+PackedWeightScope::PackedWeightScope() { open_scopes.push_back(std::make_unique<PackCache>()); }
+PackedWeightScope::~PackedWeightScope() { open_scopes.pop_back(); }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {

@@ -9,6 +9,18 @@
 namespace rnnkern {
 namespace cpu {
 
+// While one is alive on a thread, float GEMMs on that thread with more than a
+// few rows use packed_gemm.h, packing each B operand once and reusing it for
+// every later call with the same B (the weights, at every time step). Open one
+// per op call only: B must not change while it lives.
+class PackedWeightScope {
+ public:
+  PackedWeightScope();
+  ~PackedWeightScope();
+  PackedWeightScope(const PackedWeightScope&) = delete;
+  PackedWeightScope& operator=(const PackedWeightScope&) = delete;
+};
+
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc);

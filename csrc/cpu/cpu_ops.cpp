@@ -1,4 +1,5 @@
 // The CPU backend of the driver, and the CPU kernels of the rnnkern ops.
+#include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
@@ -28,6 +29,19 @@ struct Backend {
     cpu::add(dst, a, b, n);
   }
   static at::Tensor column_sum(const at::Tensor& x) { return at::sum(x, 0); }
+  // x W_ih^T + bias through gemm() (and so through the packed kernel for float).
+  static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
+                                     const at::Tensor& bias) {
+    const int64_t N = x.size(0), I = x.size(1), GH = w_ih.size(0);
+    at::Tensor out = bias.defined() ? bias.expand({N, GH}).contiguous()
+                                    : at::empty({N, GH}, x.options());
+    const at::Tensor w = w_ih.contiguous();
+    RNNKERN_DISPATCH_TYPES(x.scalar_type(), "rnnkern_input_projection", [&] {
+      gemm(false, true, N, GH, I, scalar_t(1), x.data_ptr<scalar_t>(), I, w.data_ptr<scalar_t>(),
+           I, scalar_t(bias.defined() ? 1 : 0), out.data_ptr<scalar_t>(), GH);
+    });
+    return out;
+  }
   template <typename T>
   static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                const ForwardBuffers<T>& buf) {
@@ -57,9 +71,38 @@ struct Backend {
 
 }  // namespace cpu
 
+namespace cpu {
+namespace {
+
+// One packing of each weight per op call (see PackedWeightScope).
+ForwardResult forward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
+                      const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
+                      const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                      const OptTensor& w_hr, bool reverse, bool train) {
+  PackedWeightScope scope;
+  return layer_forward<Backend>(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                reverse, train);
+}
+
+BackwardResult backward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
+                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
+                        const Tensor& output, const Tensor& saved_h_prev,
+                        const Tensor& saved_gates, const Tensor& saved_extra,
+                        const OptTensor& grad_output, const OptTensor& grad_hy,
+                        const OptTensor& grad_cy, bool reverse, int64_t batch,
+                        std::array<bool, 4> output_mask) {
+  PackedWeightScope scope;
+  return layer_backward<Backend>(mode, input, batch_sizes, w_ih, w_hh, w_hr, output,
+                                 saved_h_prev, saved_gates, saved_extra, grad_output, grad_hy,
+                                 grad_cy, reverse, batch, output_mask);
+}
+
+}  // namespace
+}  // namespace cpu
+
 TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
-  m.impl("layer_forward", &layer_forward<cpu::Backend>);
-  m.impl("layer_backward", &layer_backward<cpu::Backend>);
+  m.impl("layer_forward", &cpu::forward);
+  m.impl("layer_backward", &cpu::backward);
 }
 
 }  // namespace rnnkern

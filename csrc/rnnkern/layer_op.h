@@ -1,5 +1,6 @@
 // The tensor-level ops of one layer-direction, shared by every device
-// (a Backend as in driver.h, plus column_sum(Tensor [rows, cols]) -> [cols]):
+// (a Backend as in driver.h, plus column_sum(Tensor [rows, cols]) -> [cols] and
+// input_projection(x [N, I], w_ih [GH, I], bias [GH] or undefined) -> [N, GH]):
 // argument checks, buffer allocation, the input projection (one GEMM for all
 // steps), the time loop (driver.h) and, in backward, the weight/bias/input
 // gradients as single GEMMs / reductions after the loop.
@@ -93,7 +94,7 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
   } else if (bi != nullptr) {
     bias_x = *bi;
   }
-  Tensor gates = bias_x.defined() ? at::addmm(bias_x, x, w_ih.t()) : at::mm(x, w_ih.t());
+  Tensor gates = Backend::input_projection(x, w_ih, bias_x);
 
   Tensor h = hx.contiguous().clone();
   Tensor c = mode == Mode::LSTM ? cx->contiguous().clone() : Tensor();

@@ -32,6 +32,10 @@ LaunchConfig& launch_config() {
 }
 
 struct Backend {
+  static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
+                                     const at::Tensor& bias) {
+    return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+  }
   // One algorithm only: the generic loop of driver.h.
   template <typename Buffers>
   static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
