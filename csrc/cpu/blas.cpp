@@ -30,6 +30,7 @@ namespace {
 // The packed B operands of the innermost open PackedWeightScope of this thread.
 using PackKey = std::tuple<const void*, bool, int64_t, int64_t, int64_t>;  // b, trans, k, n, ldb
 struct PackCache {
+  bool enabled;
   std::map<PackKey, PackedPanels> panels;
 };
 thread_local std::vector<std::unique_ptr<PackCache>> open_scopes;
@@ -40,7 +41,8 @@ constexpr int64_t kPackedMinRows = kSmallGemmMaxRows + 1;
 bool try_packed_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                      const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                      float* c, int64_t ldc) {
-  if (open_scopes.empty() || ta || alpha != 1.f || m < kPackedMinRows || n < kPanelCols) {
+  if (open_scopes.empty() || !open_scopes.back()->enabled || ta || alpha != 1.f ||
+      m < kPackedMinRows || n < kPanelCols) {
     return false;
   }
   auto& cache = open_scopes.back()->panels;
@@ -110,7 +112,9 @@ void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
 
 }  // namespace
 
-PackedWeightScope::PackedWeightScope() { open_scopes.push_back(std::make_unique<PackCache>()); }
+PackedWeightScope::PackedWeightScope(bool enabled) {
+  open_scopes.push_back(std::make_unique<PackCache>(PackCache{enabled, {}}));
+}
 PackedWeightScope::~PackedWeightScope() { open_scopes.pop_back(); }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,

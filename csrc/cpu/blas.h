@@ -15,7 +15,9 @@ namespace cpu {
 // per op call only: B must not change while it lives.
 class PackedWeightScope {
  public:
-  PackedWeightScope();
+  // A disabled scope packs nothing (and hides any outer one): for op calls
+  // with too few steps to pay for the packing.
+  explicit PackedWeightScope(bool enabled = true);
   ~PackedWeightScope();
   PackedWeightScope(const PackedWeightScope&) = delete;
   PackedWeightScope& operator=(const PackedWeightScope&) = delete;

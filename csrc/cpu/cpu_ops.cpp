@@ -74,12 +74,20 @@ struct Backend {
 namespace cpu {
 namespace {
 
-// One packing of each weight per op call (see PackedWeightScope).
+// One packing of each weight per op call (see PackedWeightScope), where the
+// sequence is long enough for the packed GEMM to win back the packing.
+constexpr int64_t kMinStepsToPack = 8;
+
+int64_t steps_of(const Tensor& input, const OptTensor& batch_sizes) {
+  const Tensor* sizes = defined_or_null(batch_sizes);
+  return sizes ? sizes->numel() : (input.dim() == 3 ? input.size(0) : 0);
+}
+
 ForwardResult forward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
                       const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
                       const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                       const OptTensor& w_hr, bool reverse, bool train) {
-  PackedWeightScope scope;
+  PackedWeightScope scope(steps_of(input, batch_sizes) >= kMinStepsToPack);
   return layer_forward<Backend>(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
                                 reverse, train);
 }
@@ -91,7 +99,7 @@ BackwardResult backward(int64_t mode, const Tensor& input, const OptTensor& batc
                         const OptTensor& grad_output, const OptTensor& grad_hy,
                         const OptTensor& grad_cy, bool reverse, int64_t batch,
                         std::array<bool, 4> output_mask) {
-  PackedWeightScope scope;
+  PackedWeightScope scope(steps_of(input, batch_sizes) >= kMinStepsToPack);
   return layer_backward<Backend>(mode, input, batch_sizes, w_ih, w_hh, w_hr, output,
                                  saved_h_prev, saved_gates, saved_extra, grad_output, grad_hy,
                                  grad_cy, reverse, batch, output_mask);
