@@ -13,7 +13,7 @@ namespace rnnkern {
 namespace cpu {
 
 // Elements of one step below which threads cost more than they save.
-constexpr int64_t kElemsPerTask = 8192;
+constexpr int64_t kElemsPerTask = 2048;
 
 // Runs fn(row, col_begin, col_end) over rows x [0, cols) in column blocks.
 template <typename F>
