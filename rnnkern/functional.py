@@ -58,9 +58,11 @@ def rnn_layer(
     (``proj_size > 0``)."""
     mode_id = _ops.MODE_IDS[mode]
     train = _needs_grad((input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr))
-    output, hy, cy = RNNLayerFunction.apply(
-        mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train
-    )
+    args = (mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train)
+    if train:
+        output, hy, cy = RNNLayerFunction.apply(*args)
+    else:  # nothing to differentiate: skip the autograd.Function's bookkeeping
+        output, hy, cy = _ops.layer_forward(*args)[:3]
     return output, hy, (cy if mode == "LSTM" else None)
 
 
