@@ -53,6 +53,19 @@ class _FusedCell(nn.RNNCellBase):
             c_new = c_new.to(c_dtype) if c_new is not None else None
         return h_new, c_new
 
+    def _one_state_forward(self, name, input, hx):
+        """forward() of the cells with one state (RNNCell, GRUCell), as torch.nn's."""
+        is_batched = _batched(name, input, hx)
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                             device=input.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        h, _ = self._step(input, hx, None, name)
+        return h if is_batched else h.squeeze(0)
+
 
 def _short(dtype):
     # The names torch's matmul uses in its dtype-mismatch message.
@@ -86,16 +99,7 @@ class RNNCell(_FusedCell):
         raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
 
     def forward(self, input, hx=None):
-        is_batched = _batched("RNNCell", input, hx)
-        if not is_batched:
-            input = input.unsqueeze(0)
-        if hx is None:
-            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
-                             device=input.device)
-        elif not is_batched:
-            hx = hx.unsqueeze(0)
-        h, _ = self._step(input, hx, None, "RNNCell")
-        return h if is_batched else h.squeeze(0)
+        return self._one_state_forward("RNNCell", input, hx)
 
 
 class LSTMCell(_FusedCell):
@@ -137,13 +141,4 @@ class GRUCell(_FusedCell):
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
 
     def forward(self, input, hx=None):
-        is_batched = _batched("GRUCell", input, hx)
-        if not is_batched:
-            input = input.unsqueeze(0)
-        if hx is None:
-            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
-                             device=input.device)
-        elif not is_batched:
-            hx = hx.unsqueeze(0)
-        h, _ = self._step(input, hx, None, "GRUCell")
-        return h if is_batched else h.squeeze(0)
+        return self._one_state_forward("GRUCell", input, hx)

@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../rnnkern/generic_backend.h"
 #include "../rnnkern/layer_op.h"
 #include "kernels.h"
 #include "launch_config.h"
@@ -46,20 +47,7 @@ void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-struct Backend {
-  static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
-                                     const at::Tensor& bias) {
-    return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
-  }
-  // One algorithm only: the generic loop of driver.h.
-  template <typename Buffers>
-  static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
-    return false;
-  }
-  template <typename Buffers>
-  static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
-    return false;
-  }
+struct Backend : GenericLoopBackend {
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,

@@ -12,6 +12,7 @@
 
 #include "../cpu/blas.h"
 #include "../cuda/launch_config.h"
+#include "../rnnkern/generic_backend.h"
 #include "../rnnkern/layer_op.h"
 
 // The op namespace; a test building a mutated copy of the kernels gives it another.
@@ -31,20 +32,7 @@ LaunchConfig& launch_config() {
   return config;
 }
 
-struct Backend {
-  static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
-                                     const at::Tensor& bias) {
-    return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
-  }
-  // One algorithm only: the generic loop of driver.h.
-  template <typename Buffers>
-  static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
-    return false;
-  }
-  template <typename Buffers>
-  static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
-    return false;
-  }
+struct Backend : GenericLoopBackend {
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {

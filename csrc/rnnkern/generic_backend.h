@@ -1,0 +1,31 @@
+// What a backend with a single algorithm per op shares (the CUDA backend today,
+// and its CPU emulation): the input projection through ATen, and no
+// whole-sequence path of its own, so driver.h runs its generic loop.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
+
+#include "sequence.h"
+
+namespace rnnkern {
+
+struct LayerDims;
+
+struct GenericLoopBackend {
+  static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
+                                     const at::Tensor& bias) {
+    return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+  }
+  template <typename Buffers>
+  static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
+    return false;
+  }
+  template <typename Buffers>
+  static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
+    return false;
+  }
+};
+
+}  // namespace rnnkern
