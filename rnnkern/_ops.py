@@ -8,7 +8,14 @@ autograd API over the same op and the same backward.
 """
 import torch
 
-from . import _C  # noqa: F401  (importing runs the operator registrations)
+try:
+    from . import _C  # noqa: F401  (importing runs the operator registrations)
+except ImportError as error:  # most often: the source tree shadows the installed package
+    raise ImportError(
+        "rnnkern's C++ extension (rnnkern._C) could not be imported. Build and install it with "
+        "`pip install --no-build-isolation .`, and do not run from the source tree's root, "
+        f"whose rnnkern/ folder has no built extension. ({error})"
+    ) from error
 
 MODE_IDS = {"RNN_TANH": 0, "RNN_RELU": 1, "LSTM": 2, "GRU": 3}
 LSTM = MODE_IDS["LSTM"]
