@@ -14,7 +14,20 @@
 namespace rnnkern {
 namespace cpu {
 
+// One packing of each weight per op call (see PackedWeightScope), where the
+// sequence is long enough for the packed GEMM to win back the packing.
+constexpr int64_t kMinStepsToPack = 8;
+
 struct Backend {
+  struct CallScope {
+    CallScope(const Tensor& input, const OptTensor& batch_sizes)
+        : packing(steps_of(input, batch_sizes) >= kMinStepsToPack) {}
+    static int64_t steps_of(const Tensor& input, const OptTensor& batch_sizes) {
+      const Tensor* sizes = defined_or_null(batch_sizes);
+      return sizes ? sizes->numel() : (input.dim() == 3 ? input.size(0) : 0);
+    }
+    PackedWeightScope packing;
+  };
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
@@ -71,46 +84,9 @@ struct Backend {
 
 }  // namespace cpu
 
-namespace cpu {
-namespace {
-
-// One packing of each weight per op call (see PackedWeightScope), where the
-// sequence is long enough for the packed GEMM to win back the packing.
-constexpr int64_t kMinStepsToPack = 8;
-
-int64_t steps_of(const Tensor& input, const OptTensor& batch_sizes) {
-  const Tensor* sizes = defined_or_null(batch_sizes);
-  return sizes ? sizes->numel() : (input.dim() == 3 ? input.size(0) : 0);
-}
-
-ForwardResult forward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
-                      const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
-                      const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                      const OptTensor& w_hr, bool reverse, bool train) {
-  PackedWeightScope scope(steps_of(input, batch_sizes) >= kMinStepsToPack);
-  return layer_forward<Backend>(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                reverse, train);
-}
-
-BackwardResult backward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
-                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
-                        const Tensor& output, const Tensor& saved_h_prev,
-                        const Tensor& saved_gates, const Tensor& saved_extra,
-                        const OptTensor& grad_output, const OptTensor& grad_hy,
-                        const OptTensor& grad_cy, bool reverse, int64_t batch,
-                        std::array<bool, 4> output_mask) {
-  PackedWeightScope scope(steps_of(input, batch_sizes) >= kMinStepsToPack);
-  return layer_backward<Backend>(mode, input, batch_sizes, w_ih, w_hh, w_hr, output,
-                                 saved_h_prev, saved_gates, saved_extra, grad_output, grad_hy,
-                                 grad_cy, reverse, batch, output_mask);
-}
-
-}  // namespace
-}  // namespace cpu
-
 TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
-  m.impl("layer_forward", &cpu::forward);
-  m.impl("layer_backward", &cpu::backward);
+  m.impl("layer_forward", &layer_forward<cpu::Backend>);
+  m.impl("layer_backward", &layer_backward<cpu::Backend>);
 }
 
 }  // namespace rnnkern

@@ -48,6 +48,15 @@ void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
 }
 
 struct Backend : GenericLoopBackend {
+  struct CallScope {
+    CallScope(const at::Tensor& input, const OptTensor&) : guard(input.device()) {}
+    c10::cuda::CUDAGuard guard;
+  };
+  // One algorithm today: per step a cuBLAS GEMM and one fused pointwise
+  // kernel. A persistent kernel that keeps W_hh on chip for the whole sequence
+  // (one launch, a grid-wide barrier per step) is the planned second one for
+  // small batches; it plugs in as forward_sequence / backward_sequence, chosen
+  // there per shape.
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
@@ -112,49 +121,12 @@ struct Backend : GenericLoopBackend {
   }
 };
 
-// The algorithms for one layer on the GPU. Today there is one: per step a
-// cuBLAS GEMM and one fused pointwise kernel. A persistent kernel that keeps
-// W_hh on chip for the whole sequence (one launch, a grid-wide barrier per
-// step) is the planned second one for small batches; this is where it will
-// be chosen per shape.
-enum class Algorithm { kGemmPointwise };
-
-Algorithm choose_algorithm(const at::Tensor& /*input*/, const at::Tensor& /*w_hh*/) {
-  return Algorithm::kGemmPointwise;
-}
-
-ForwardResult forward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
-                      const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
-                      const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                      const OptTensor& w_hr, bool reverse, bool train) {
-  c10::cuda::CUDAGuard guard(input.device());
-  switch (choose_algorithm(input, w_hh)) {
-    case Algorithm::kGemmPointwise:
-      break;
-  }
-  return layer_forward<Backend>(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                reverse, train);
-}
-
-BackwardResult backward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
-                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
-                        const Tensor& output, const Tensor& saved_h_prev,
-                        const Tensor& saved_gates, const Tensor& saved_extra,
-                        const OptTensor& grad_output, const OptTensor& grad_hy,
-                        const OptTensor& grad_cy, bool reverse, int64_t batch,
-                        std::array<bool, 4> output_mask) {
-  c10::cuda::CUDAGuard guard(input.device());
-  return layer_backward<Backend>(mode, input, batch_sizes, w_ih, w_hh, w_hr, output,
-                                 saved_h_prev, saved_gates, saved_extra, grad_output, grad_hy,
-                                 grad_cy, reverse, batch, output_mask);
-}
-
 }  // namespace
 }  // namespace cuda
 
 TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
-  m.impl("layer_forward", &cuda::forward);
-  m.impl("layer_backward", &cuda::backward);
+  m.impl("layer_forward", &layer_forward<cuda::Backend>);
+  m.impl("layer_backward", &layer_backward<cuda::Backend>);
 }
 
 }  // namespace rnnkern

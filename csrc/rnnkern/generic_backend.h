@@ -7,6 +7,8 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
 
+#include <optional>
+
 #include "sequence.h"
 
 namespace rnnkern {
@@ -14,6 +16,9 @@ namespace rnnkern {
 struct LayerDims;
 
 struct GenericLoopBackend {
+  struct CallScope {  // nothing to hold for the call
+    CallScope(const at::Tensor&, const std::optional<at::Tensor>&) {}
+  };
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
                                      const at::Tensor& bias) {
     return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());

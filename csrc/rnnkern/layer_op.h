@@ -1,6 +1,8 @@
 // The tensor-level ops of one layer-direction, shared by every device
 // (a Backend as in driver.h, plus column_sum(Tensor [rows, cols]) -> [cols] and
-// input_projection(x [N, I], w_ih [GH, I], bias [GH] or undefined) -> [N, GH]):
+// input_projection(x [N, I], w_ih [GH, I], bias [GH] or undefined) -> [N, GH], and
+// a CallScope(input, batch_sizes) type held for the whole op call: the device
+// guard, or the CPU's weight-packing scope):
 // argument checks, buffer allocation, the input projection (one GEMM for all
 // steps), the time loop (driver.h) and, in backward, the weight/bias/input
 // gradients as single GEMMs / reductions after the loop.
@@ -54,6 +56,7 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
                             const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
                             const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                             const OptTensor& w_hr, bool reverse, bool train) {
+  const typename Backend::CallScope scope(input, batch_sizes);
   const Mode mode = checked_mode(mode_id);
   const SeqLayout seq = checked_layout(input, batch_sizes);
   const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
@@ -142,6 +145,7 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
                               const OptTensor& grad_output, const OptTensor& grad_hy,
                               const OptTensor& grad_cy, bool reverse, int64_t batch,
                               std::array<bool, 4> output_mask) {
+  const typename Backend::CallScope scope(input, batch_sizes);
   const Mode mode = checked_mode(mode_id);
   const SeqLayout seq = checked_layout(input, batch_sizes);
   const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
