@@ -45,7 +45,12 @@ def rank_main(rank, world, port, out_path):
     loss_of(model, x[:, part], y[part]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_path)
+    dist.barrier()
     dist.destroy_process_group()
+    # Leave without interpreter teardown: on a loaded machine gloo's background
+    # threads can still be winding down then, and the process aborts
+    # ("terminate called without an active exception") after the work is done.
+    os._exit(0)
 
 
 def single_process_grads():
