@@ -11,8 +11,6 @@ Environment knobs:
   CUDA_HOME                the CUDA toolkit (default: $CUDA_HOME, else /usr/local/cuda)
   TORCH_CUDA_ARCH_LIST     GPU architectures (default here: "8.0;9.0")
   RNNKERN_PTXAS_VERBOSE=1  print the kernels' register/spill report (-Xptxas -v)
-  RNNKERN_NATIVE=0         do not compile for the build machine's CPU (-march=native);
-                           use for a binary that must run on other x86-64 machines
   RNNKERN_BUILD_DIR        setuptools' build directory (default: build/), so that
                            builds against different torch versions do not mix objects
   MAX_JOBS                 parallel compile jobs (ninja)
@@ -38,10 +36,9 @@ def sources(*patterns):
 
 
 def cxx_flags():
-    flags = ["-O3", "-g0", "-fopenmp", "-DNDEBUG"]
-    if os.environ.get("RNNKERN_NATIVE", "1") != "0":
-        flags.append("-march=native")
-    return flags
+    # No -march: the binary runs on any x86-64 CPU. The CPU kernels are compiled
+    # once per instruction set (csrc/cpu/isa/) and chosen at run time.
+    return ["-O3", "-g0", "-fopenmp", "-DNDEBUG"]
 
 
 def build_cuda():
@@ -79,7 +76,7 @@ def pip_cublas_link_args():
 
 
 def extensions():
-    core = sources("rnnkern/*.cpp", "cpu/*.cpp", "ops.cpp")
+    core = sources("core/*.cpp", "cpu/*.cpp", "cpu/isa/*.cpp", "ops.cpp")
     common = dict(extra_link_args=["-fopenmp"], py_limited_api=False)
     if build_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -96,8 +93,7 @@ def extensions():
         main = cpp_extension.CppExtension(
             "rnnkern._C", core, extra_compile_args={"cxx": cxx_flags()}, **common)
     emulation = cpp_extension.CppExtension(
-        "rnnkern._simt", sources("simt/*.cpp", "rnnkern/*.cpp", "cpu/blas.cpp", "cpu/small_gemm.cpp",
-                "cpu/packed_gemm.cpp"),
+        "rnnkern._simt", sources("simt/*.cpp", "core/*.cpp"),
         extra_compile_args={"cxx": cxx_flags()}, **common)
     return [main, emulation]
 

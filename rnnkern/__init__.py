@@ -11,5 +11,13 @@ from .functional import rnn_layer, rnn_stack
 from .modules import GRU, LSTM, RNN, RNNBase
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase", "RNNCell", "LSTMCell", "GRUCell", "convert",
-           "rnn_layer", "rnn_stack"]
+           "rnn_layer", "rnn_stack", "cpu_capability"]
+
+
+def cpu_capability() -> str:
+    """The instruction set of the CPU kernels in use: ``"avx512"``, ``"avx2"`` or
+    ``"default"`` (any x86-64 or other CPU). The best the CPU supports, unless the
+    environment variable ``RNNKERN_CPU_CAPABILITY`` (read at import) asks for a
+    lower one, as ``ATEN_CPU_CAPABILITY`` does for torch."""
+    return _ops.cpu_capability()
 __version__ = "0.1.0"

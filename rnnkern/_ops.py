@@ -24,6 +24,10 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 layer_forward = torch.ops.rnnkern.layer_forward
 layer_backward = torch.ops.rnnkern.layer_backward
+cpu_capability = torch.ops.rnnkern.cpu_capability
+# Switches the CPU kernels to another instruction set the CPU has, returning the
+# previous one's name: for tests and benchmarks (see rnnkern.cpu_capability).
+set_cpu_capability = torch.ops.rnnkern._set_cpu_capability
 
 
 @torch.library.register_fake("rnnkern::layer_forward")

@@ -1,6 +1,6 @@
 """Builds and runs the self-test of the CPU SIMT emulation harness.
 
-The harness (csrc/cuda/simt_emulation.h) lets the CUDA kernels run on the CPU,
+The harness (csrc/simt/simt_emulation.h) lets the CUDA kernels run on the CPU,
 so the kernel tests are only as good as it is: this checks barriers, the
 randomised thread order, shared-memory poisoning and error reporting.
 """

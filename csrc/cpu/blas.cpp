@@ -1,19 +1,19 @@
-// The per-step GEMM of the CPU backend.
+// The GEMMs of the CPU backend.
 //
-// Called twice per time step, so it must not go through the dispatcher
-// (about 2 us a call) or allocate tensors. torch's CPU libraries export the
-// Fortran BLAS entry points (sgemm_/dgemm_ from MKL or OpenBLAS); they are
-// looked up once at run time. If a torch build has none, ATen's addmm on
-// wrapping tensors is the (slower, still correct) fallback.
+// Called twice per time step, so they must not go through the dispatcher
+// (about 2 us a call) or allocate tensors. float runs on rnnkern's own kernels
+// (kernel_table.h: the small-row kernels up to 8 rows, else the packed GEMM),
+// which reach this CPU's FMA rate on the RNN shapes where MKL, which ATen uses,
+// takes generic paths on AMD CPUs. double (the parity tests' dtype) takes the
+// small-row kernels or the BLAS that torch links (sgemm_/dgemm_, looked up once
+// at run time); bfloat16 and half go through ATen.
 #include "blas.h"
-#include "packed_gemm.h"
-#include "small_gemm.h"
 
 #include <dlfcn.h>
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/from_blob.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -22,35 +22,47 @@
 #include <memory>
 #include <tuple>
 #include <type_traits>
+#include <vector>
+
+#include "../core/aten_gemm.h"
+#include "kernel_table.h"
 
 namespace rnnkern {
 namespace cpu {
 namespace {
 
+// A packed op(B), 64-byte aligned.
+struct PackedB {
+  std::unique_ptr<float[]> storage;
+  const float* data;
+};
+
 // The packed B operands of the innermost open PackedWeightScope of this thread.
-using PackKey = std::tuple<const void*, bool, int64_t, int64_t, int64_t>;  // b, trans, k, n, ldb
+using PackKey = std::tuple<const void*, bool, int64_t, int64_t, int64_t, int64_t>;
 struct PackCache {
   bool enabled;
-  std::map<PackKey, PackedPanels> panels;
+  std::map<PackKey, PackedB> packed;  // by (b, trans, k, n, ldb, panel_cols)
 };
 thread_local std::vector<std::unique_ptr<PackCache>> open_scopes;
 
-// Fewer rows than this: small_gemm or BLAS.
-constexpr int64_t kPackedMinRows = kSmallGemmMaxRows + 1;
-
-bool try_packed_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                     const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                     float* c, int64_t ldc) {
-  if (open_scopes.empty() || !open_scopes.back()->enabled || ta || alpha != 1.f ||
-      m < kPackedMinRows || n < kPanelCols) {
-    return false;
-  }
-  auto& cache = open_scopes.back()->panels;
-  const PackKey key{b, tb, k, n, ldb};
+// op(B) packed for this call's kernels from the open scope (packing it on
+// first use), or null where no scope packs.
+const float* cached_packing(const KernelTable& kt, const float* b, int64_t ldb, bool tb,
+                            int64_t k, int64_t n) {
+  if (open_scopes.empty() || !open_scopes.back()->enabled) return nullptr;
+  auto& cache = open_scopes.back()->packed;
+  const PackKey key{b, tb, k, n, ldb, kt.panel_cols};
   auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, pack_panels(b, ldb, tb, k, n)).first;
-  packed_gemm(m, a, lda, it->second, beta, c, ldc);
-  return true;
+  if (it == cache.end()) {
+    constexpr int64_t kAlign = 16;
+    PackedB p;
+    p.storage.reset(new float[kt.packed_size(k, n) + kAlign]);
+    const auto misalign = reinterpret_cast<uintptr_t>(p.storage.get()) % (kAlign * 4);
+    p.data = p.storage.get() + (misalign == 0 ? 0 : (kAlign * 4 - misalign) / 4);
+    kt.pack_b(b, ldb, tb, k, n, const_cast<float*>(p.data));
+    it = cache.emplace(key, std::move(p)).first;
+  }
+  return it->second.data;
 }
 
 template <typename T>
@@ -66,35 +78,8 @@ FortranGemm<T> find_blas() {
 }
 
 template <typename T>
-void aten_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
-    at::Tensor t = at::from_blob(const_cast<T*>(p), {trans ? cols : rows, trans ? rows : cols},
-                             {ld, 1}, opts);
-    return trans ? t.t() : t;
-  };
-  at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, opts);
-  at::addmm_out(out, out, view(a, m, k, lda, ta), view(b, k, n, ldb, tb), static_cast<double>(beta),
-                static_cast<double>(alpha));
-}
-
-template <typename T>
-void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-               int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {  // BLAS rejects k = 0 leading dimensions; C = beta * C
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
-    return;
-  }
-  if (!ta && m <= kSmallGemmMaxRows) {
-    small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-  if constexpr (std::is_same<T, float>::value) {
-    if (try_packed_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
-  }
   const int64_t int_max = std::numeric_limits<int>::max();
   const FortranGemm<T> blas = find_blas<T>();
   if (blas == nullptr || std::max({m, n, k, lda, ldb, ldc}) > int_max) {
@@ -110,6 +95,27 @@ void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
   blas(&op_b, &op_a, &in, &im, &ik, &alpha, b, &ildb, a, &ilda, &beta, c, &ildc);
 }
 
+// C = beta * C, for k = 0 (which BLAS rejects).
+template <typename T>
+void scale(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
+}
+
+void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                bool cacheable) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) return scale(m, n, beta, c, ldc);
+  const KernelTable& kt = kernels();
+  if (!ta && m <= kSmallGemmMaxRows) {
+    kt.f32.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const float* packed = cacheable ? cached_packing(kt, b, ldb, tb, k, n) : nullptr;
+  kt.gemm(GemmArgs{m, n, k, a, lda, ta, b, ldb, tb, packed, alpha, beta, c, ldc});
+}
+
 }  // namespace
 
 PackedWeightScope::PackedWeightScope(bool enabled) {
@@ -119,26 +125,41 @@ PackedWeightScope::~PackedWeightScope() { open_scopes.pop_back(); }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  gemm_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  float_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, true);
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
           int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  gemm_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (m == 0 || n == 0) return;
+  if (k == 0) return scale(m, n, beta, c, ldc);
+  if (!ta && m <= kSmallGemmMaxRows) {
+    kernels().f64.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, c10::BFloat16 alpha,
           const c10::BFloat16* a, int64_t lda, const c10::BFloat16* b, int64_t ldb,
           c10::BFloat16 beta, c10::BFloat16* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
   aten_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, c10::Half alpha, const c10::Half* a,
           int64_t lda, const c10::Half* b, int64_t ldb, c10::Half beta, c10::Half* c,
           int64_t ldc) {
-  if (m == 0 || n == 0) return;
   aten_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+at::Tensor matmul(const at::Tensor& a, bool trans_a, const at::Tensor& b) {
+  if (a.scalar_type() != at::kFloat) return at::mm(trans_a ? a.t() : a, b);
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  const int64_t m = trans_a ? ac.size(1) : ac.size(0), k = trans_a ? ac.size(0) : ac.size(1);
+  const int64_t n = bc.size(1);
+  at::Tensor out = at::empty({m, n}, a.options());
+  float_gemm(trans_a, false, m, n, k, 1.f, ac.data_ptr<float>(), ac.size(1), bc.data_ptr<float>(),
+             n, 0.f, out.data_ptr<float>(), n, false);
+  return out;
 }
 
 }  // namespace cpu

@@ -1,6 +1,7 @@
 // Row-major GEMM on the CPU: C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -9,10 +10,10 @@
 namespace rnnkern {
 namespace cpu {
 
-// While one is alive on a thread, float GEMMs on that thread with more than a
-// few rows use packed_gemm.h, packing each B operand once and reusing it for
-// every later call with the same B (the weights, at every time step). Open one
-// per op call only: B must not change while it lives.
+// While one is alive on a thread, float GEMMs on that thread pack each B
+// operand once and reuse the packing for every later call with the same B
+// (the weights, at every time step). Open one per op call only: B must not
+// change while it lives.
 class PackedWeightScope {
  public:
   // A disabled scope packs nothing (and hides any outer one): for op calls
@@ -37,6 +38,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c10::BFlo
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c10::Half alpha,
           const c10::Half* a, int64_t lda, const c10::Half* b, int64_t ldb, c10::Half beta,
           c10::Half* c, int64_t ldc);
+
+// C = op(A) B for a product computed once (a weight gradient, the input
+// gradient): B is packed on the fly, never kept.
+at::Tensor matmul(const at::Tensor& a, bool trans_a, const at::Tensor& b);
 
 }  // namespace cpu
 }  // namespace rnnkern

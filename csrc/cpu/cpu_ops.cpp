@@ -6,10 +6,10 @@
 #include <cstring>
 #include <type_traits>
 
-#include "../rnnkern/layer_op.h"
+#include "../core/layer_op.h"
+#include "../core/step_elements.h"
 #include "blas.h"
-#include "pointwise.h"
-#include "small_batch.h"
+#include "kernel_table.h"
 
 namespace rnnkern {
 namespace cpu {
@@ -39,9 +39,13 @@ struct Backend {
   }
   template <typename T>
   static void add(T* dst, const T* a, const T* b, int64_t n) {
-    cpu::add(dst, a, b, n);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) add_element(dst, a, b, i);
   }
   static at::Tensor column_sum(const at::Tensor& x) { return at::sum(x, 0); }
+  static at::Tensor matmul(const at::Tensor& a, bool trans_a, const at::Tensor& b) {
+    return cpu::matmul(a, trans_a, b);
+  }
   // x W_ih^T + bias through gemm() (and so through the packed kernel for float).
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
                                      const at::Tensor& bias) {
@@ -60,7 +64,8 @@ struct Backend {
                                const ForwardBuffers<T>& buf) {
     // bfloat16 and half take the generic loop: their GEMMs go through ATen.
     if constexpr (std::is_floating_point<T>::value) {
-      return buf.w_hr == nullptr && small_batch_forward(dims, seq, reverse, buf);
+      return buf.w_hr == nullptr &&
+             typed<T>(kernels()).small_batch_forward(dims, seq, reverse, buf);
     }
     return false;
   }
@@ -68,23 +73,49 @@ struct Backend {
   static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                 const BackwardBuffers<T>& buf) {
     if constexpr (std::is_floating_point<T>::value) {
-      return buf.w_hr == nullptr && small_batch_backward(dims, seq, reverse, buf);
+      return buf.w_hr == nullptr &&
+             typed<T>(kernels()).small_batch_backward(dims, seq, reverse, buf);
     }
     return false;
   }
   template <typename T>
   static void forward_step(const ForwardStep<T>& s) {
-    cpu::forward_step(s);
+    typed<T>(kernels()).forward_step(s);
   }
   template <typename T>
   static void backward_step(const BackwardStep<T>& s) {
-    cpu::backward_step(s);
+    typed<T>(kernels()).backward_step(s);
   }
 };
 
+// op(a) op(b) through the backend's GEMM, for tests and benchmarks; with
+// pack_b, inside a weight-packing scope, as the time loops call it. `repeats`
+// runs it that many times (b packed once).
+at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b, bool trans_a, bool trans_b,
+                   bool pack_b, int64_t repeats) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.scalar_type() == b.scalar_type(),
+              "rnnkern: _gemm takes two 2-D tensors of one dtype");
+  const int64_t m = a.size(trans_a ? 1 : 0), k = a.size(trans_a ? 0 : 1);
+  const int64_t n = b.size(trans_b ? 0 : 1);
+  TORCH_CHECK(b.size(trans_b ? 1 : 0) == k, "rnnkern: _gemm: inner sizes differ");
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  at::Tensor out = at::empty({m, n}, a.options());
+  const PackedWeightScope scope(pack_b);
+  for (int64_t r = 0; r < repeats; ++r) RNNKERN_DISPATCH_TYPES(a.scalar_type(), "rnnkern_gemm", [&] {
+    gemm(trans_a, trans_b, m, n, k, scalar_t(1), ac.data_ptr<scalar_t>(), ac.size(1),
+         bc.data_ptr<scalar_t>(), bc.size(1), scalar_t(0), out.data_ptr<scalar_t>(), n);
+  });
+  return out;
+}
+
 }  // namespace cpu
 
+TORCH_LIBRARY_FRAGMENT(rnnkern, m) {
+  m.def("_gemm(Tensor a, Tensor b, bool trans_a, bool trans_b, bool pack_b, int repeats=1) -> Tensor");
+}
+
 TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
+  m.impl("_gemm", &cpu::gemm_op);
   m.impl("layer_forward", &layer_forward<cpu::Backend>);
   m.impl("layer_backward", &layer_backward<cpu::Backend>);
 }

@@ -8,8 +8,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../rnnkern/generic_backend.h"
-#include "../rnnkern/layer_op.h"
+#include "../core/generic_backend.h"
+#include "../core/layer_op.h"
 #include "kernels.h"
 #include "launch_config.h"
 

@@ -10,7 +10,7 @@
 
 #include <cstdint>
 
-#include "../rnnkern/step_elements.h"
+#include "../core/step_elements.h"
 #include "shared_memory.h"
 
 namespace rnnkern {

@@ -5,7 +5,7 @@
 #pragma once
 
 #if defined(RNNKERN_SIMT_EMULATION)
-#include "simt_emulation.h"
+#include "../simt/simt_emulation.h"
 #else
 #define RK_SHARED(type, name, count) __shared__ type name[count]
 // One untyped extern array, cast per use: nvcc rejects `extern __shared__ T x[]`

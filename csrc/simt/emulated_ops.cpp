@@ -2,18 +2,18 @@
 // SIMT emulation harness, behind the same driver and ops as the real devices.
 // Registered as torch.ops.rnnkern_simt.* on CPU tensors, so the tests can run
 // every kernel's source against the CPU ops without a GPU. The GEMMs, which
-// cuBLAS does on a GPU, use the CPU BLAS here.
-#include "../cuda/simt_emulation.h"
+// cuBLAS does on a GPU, go through ATen here.
+#include "simt_emulation.h"
 
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <cstring>
 
-#include "../cpu/blas.h"
 #include "../cuda/launch_config.h"
-#include "../rnnkern/generic_backend.h"
-#include "../rnnkern/layer_op.h"
+#include "../core/aten_gemm.h"
+#include "../core/generic_backend.h"
+#include "../core/layer_op.h"
 
 // The op namespace; a test building a mutated copy of the kernels gives it another.
 #ifndef RNNKERN_SIMT_OPS
@@ -36,7 +36,7 @@ struct Backend : GenericLoopBackend {
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-    cpu::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    aten_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
   template <typename T>
   static void copy(T* dst, const T* src, int64_t n) {

@@ -1,7 +1,7 @@
-// Self-test of the SIMT emulation harness (csrc/cuda/simt_emulation.h).
+// Self-test of the SIMT emulation harness (csrc/simt/simt_emulation.h).
 // Prints one "PASS <id>: ..." / "FAIL <id>: ..." line per check (and "INFO"
 // lines for timings) and exits non-zero if any check failed.
-#include "../../csrc/cuda/simt_emulation.h"
+#include "../../csrc/simt/simt_emulation.h"
 // Kernel headers get RK_SHARED from here; include it as they would.
 #include "../../csrc/cuda/shared_memory.h"
 

@@ -3,15 +3,15 @@
 // arithmetic. Both read each weight element once per call, vectorised along
 // its contiguous dimension, and compute the output columns [n0, n1) only, so
 // that threads can split a weight between them in fixed ranges.
+//
+// small_gemm() runs them threaded over fixed column ranges: BLAS libraries,
+// tuned for large products, were several times slower at these shapes.
 #pragma once
-
-#include <algorithm>
-#include <cstdint>
 
 namespace rnnkern {
 namespace cpu {
-
-constexpr int64_t kSmallGemmMaxRows = 8;
+namespace RK_ISA_NS {
+namespace {
 
 template <typename T>
 inline T combine(T alpha, T acc, T beta, T old) {
@@ -114,5 +114,27 @@ void axpy_rows(int64_t m, int64_t n0, int64_t n1, int64_t k, T alpha, const T* a
   }
 }
 
+// Products below this many multiply-adds run on one thread.
+constexpr int64_t kSmallGemmParallelWork = 64 * 1024;
+
+// Row-major C[M,N] = alpha * A[M,K] op(B) + beta * C with M <= kSmallGemmMaxRows,
+// op(B) = B^T for a [N,K] B (trans_b) or B for a [K,N] B. beta == 0 ignores C.
+// Equal contiguous column ranges per thread, the same at every call.
+template <typename T>
+void small_gemm(bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const int64_t threads = m * n * k < kSmallGemmParallelWork ? 1 : at::get_num_threads();
+  const int64_t grain = std::max<int64_t>(16, (n + threads - 1) / threads);
+  at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
+    if (trans_b) {
+      dot_rows(m, n0, n1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+      axpy_rows(m, n0, n1, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+  });
+}
+
+}  // namespace
+}  // namespace RK_ISA_NS
 }  // namespace cpu
 }  // namespace rnnkern

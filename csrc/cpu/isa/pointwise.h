@@ -3,14 +3,10 @@
 // written to vectorise) and split over threads when a step has enough work.
 #pragma once
 
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-
-#include "../rnnkern/step_elements.h"
-
 namespace rnnkern {
 namespace cpu {
+namespace RK_ISA_NS {
+namespace {
 
 // Elements of one step below which threads cost more than they save.
 constexpr int64_t kElemsPerTask = 2048;
@@ -54,11 +50,7 @@ void backward_step(const BackwardStep<T>& step) {
   });
 }
 
-template <typename T>
-void add(T* dst, const T* a, const T* b, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) add_element(dst, a, b, i);
-}
-
+}  // namespace
+}  // namespace RK_ISA_NS
 }  // namespace cpu
 }  // namespace rnnkern

@@ -1,17 +1,20 @@
-#include "small_batch.h"
-
-#include <ATen/Parallel.h>
-#include <omp.h>
-
-#include <algorithm>
-#include <cstring>
-#include <vector>
-
-#include "../rnnkern/step_elements.h"
-#include "gemm_kernels.h"
+// The whole time loop of one layer-direction for small batches (1-8 rows), in
+// one parallel region.
+//
+// Each thread owns a fixed range of hidden units, with all the gates of those
+// units: in forward it computes their rows of h' W_hh^T and runs the pointwise
+// step on them; in backward it runs their pointwise step and then their columns
+// of dh' = dgates W_hh. A thread therefore reads the same slice of W_hh at every
+// step, which stays in its core's cache for the whole sequence, and the threads
+// meet once per step at a barrier. At small batches the per-step GEMM + parallel
+// pointwise pass costs more in dispatch, thread wake-ups and weight traffic than
+// in arithmetic. Both entry points return false, having done nothing, where the
+// path does not apply (larger batches, the LSTM projection).
+#pragma once
 
 namespace rnnkern {
 namespace cpu {
+namespace RK_ISA_NS {
 namespace {
 
 // Below this many weight elements per thread, one thread does it all.
@@ -122,22 +125,20 @@ void run_threads(int64_t threads, int64_t hidden, const F& body) {
   body(units_of(omp_get_thread_num(), omp_get_num_threads(), hidden));
 }
 
-}  // namespace
-
 template <typename T>
 bool small_batch_forward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                          const ForwardBuffers<T>& buf) {
   if (!applies(dims, seq)) return false;
   const int64_t H = dims.hidden;
-  std::vector<T> next(seq.batch * H);
+  T* next = reinterpret_cast<T*>(thread_scratch(2, seq.batch * H * sizeof(T) / sizeof(float)));
   const int64_t threads = thread_count(gate_count(dims.mode) * H * H);
   dispatch_mode(dims.mode, [&](auto mode) {
     run_threads(threads, H, [&](UnitRange own) {
-      forward_thread<decltype(mode)::value>(dims, seq, reverse, buf, next.data(), own);
+      forward_thread<decltype(mode)::value>(dims, seq, reverse, buf, next, own);
     });
   });
   if (seq.steps % 2 == 1) {  // the final state is in the other buffer
-    std::memcpy(buf.h, next.data(), next.size() * sizeof(T));
+    std::memcpy(buf.h, next, seq.batch * H * sizeof(T));
   }
   return true;
 }
@@ -156,14 +157,7 @@ bool small_batch_backward(const LayerDims& dims, const SeqLayout& seq, bool reve
   return true;
 }
 
-template bool small_batch_forward(const LayerDims&, const SeqLayout&, bool,
-                                  const ForwardBuffers<float>&);
-template bool small_batch_forward(const LayerDims&, const SeqLayout&, bool,
-                                  const ForwardBuffers<double>&);
-template bool small_batch_backward(const LayerDims&, const SeqLayout&, bool,
-                                   const BackwardBuffers<float>&);
-template bool small_batch_backward(const LayerDims&, const SeqLayout&, bool,
-                                   const BackwardBuffers<double>&);
-
+}  // namespace
+}  // namespace RK_ISA_NS
 }  // namespace cpu
 }  // namespace rnnkern

@@ -1,8 +1,8 @@
 // The tensor-level ops of one layer-direction, shared by every device
 // (a Backend as in driver.h, plus column_sum(Tensor [rows, cols]) -> [cols] and
 // input_projection(x [N, I], w_ih [GH, I], bias [GH] or undefined) -> [N, GH], and
-// a CallScope(input, batch_sizes) type held for the whole op call: the device
-// guard, or the CPU's weight-packing scope):
+// matmul(a, trans_a, b) -> op(a) b, and a CallScope(input, batch_sizes) type held
+// for the whole op call: the device guard, or the CPU's weight-packing scope):
 // argument checks, buffer allocation, the input projection (one GEMM for all
 // steps), the time loop (driver.h) and, in backward, the weight/bias/input
 // gradients as single GEMMs / reductions after the loop.
@@ -13,7 +13,6 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
 #include <array>
@@ -208,12 +207,12 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
   auto none = [&] { return at::empty({0}, opts); };
   Tensor grad_input = none(), grad_w_ih = none(), grad_w_hh = none(), grad_w_hr = none(),
          grad_b_ih = none(), grad_b_hh = none();
-  if (output_mask[0]) grad_input = at::mm(dgates, w_ih).view(input.sizes());
+  if (output_mask[0]) grad_input = Backend::matmul(dgates, false, w_ih).view(input.sizes());
   if (output_mask[2]) {
     const Tensor x = input.contiguous().view({N, input.size(-1)});
-    grad_w_ih = at::mm(dgates.t(), x);
-    grad_w_hh = at::mm(dgates_h.t(), h_prev);
-    if (proj) grad_w_hr = at::mm(dh_out.t(), extra_c[1]);
+    grad_w_ih = Backend::matmul(dgates, true, x);
+    grad_w_hh = Backend::matmul(dgates_h, true, h_prev);
+    if (proj) grad_w_hr = Backend::matmul(dh_out, true, extra_c[1]);
   }
   if (output_mask[3]) {
     grad_b_ih = Backend::column_sum(dgates);

@@ -1,5 +1,6 @@
 // What a backend with a single algorithm per op shares (the CUDA backend today,
-// and its CPU emulation): the input projection through ATen, and no
+// and its CPU emulation): the input projection and the gradients' products
+// through ATen, and no
 // whole-sequence path of its own, so driver.h runs its generic loop.
 #pragma once
 
@@ -22,6 +23,10 @@ struct GenericLoopBackend {
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
                                      const at::Tensor& bias) {
     return bias.defined() ? at::addmm(bias, x, w_ih.t()) : at::mm(x, w_ih.t());
+  }
+  // op(A) B, for the weight and input gradients.
+  static at::Tensor matmul(const at::Tensor& a, bool trans_a, const at::Tensor& b) {
+    return at::mm(trans_a ? a.t() : a, b);
   }
   template <typename Buffers>
   static bool forward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
