@@ -15,7 +15,11 @@ GFLOP/s count the GEMMs only: per step the input and the recurrent GEMM (plus th
 projection GEMM with proj_size; packed sequences count their real rows only),
 x3 for a training step. They are set against the rate of one large torch.mm
 measured in the same run ("% GEMM"; the higher of a measurement before and one
-after the grid).
+after the grid) and, on the CPU, against the FMA peak of the instruction set in
+use ("% peak"): independent FMA chains on every thread, measured in the same run
+(before and after, the higher counts), by the same kernels' probe.
+--cpu-capability default|avx2|avx512 runs rnnkern's kernels for a lower
+instruction set than the CPU's best (as RNNKERN_CPU_CAPABILITY does).
 
 Modes:
 {modes}
@@ -99,6 +103,9 @@ def build_parser():
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
                         help="parameter and input dtype, also of the GEMM-rate torch.mm "
                              "(default: %(default)s)")
+    parser.add_argument("--cpu-capability", choices=["default", "avx2", "avx512"], default=None,
+                        help="rnnkern's CPU kernels for this instruction set (default: the "
+                             "CPU's best)")
     parser.add_argument("--json", metavar="PATH",
                         help="JSON output: machine info and all rows "
                              "(default: benchmarks/results/latest.json)")
@@ -141,7 +148,14 @@ def measure_gemm_rate(args):
     return timing.gemm_rate(args.device, DTYPES[args.dtype], GEMM_SIZE[args.device])
 
 
-def describe_run(args, gemm_rates, repeats, min_time):
+def measure_fma_peak(args):
+    """GFLOP/s of the FMA probe of rnnkern's CPU kernels in use, on every thread."""
+    if args.device != "cpu":
+        return None
+    return torch.ops.rnnkern._fma_peak_gflops(torch.get_num_threads())
+
+
+def describe_run(args, gemm_rates, peaks, repeats, min_time):
     cuda = args.device == "cuda"
     return dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
                 torch=torch.__version__, rnnkern=rnnkern.__version__,
@@ -152,6 +166,9 @@ def describe_run(args, gemm_rates, repeats, min_time):
                 cuda=torch.version.cuda if cuda else None,
                 gemm_size=GEMM_SIZE[args.device], gemm_gflops=max(gemm_rates),
                 gemm_gflops_before_after=gemm_rates,
+                cpu_capability=None if cuda else rnnkern.cpu_capability(),
+                fma_peak_gflops=None if cuda else max(peaks),
+                fma_peak_gflops_before_after=None if cuda else peaks,
                 repeats=repeats, min_time_s=min_time)
 
 
@@ -205,9 +222,11 @@ def run_grid(grid, args, repeats, min_time):
     return rows
 
 
-def add_gemm_percent(rows, gemm_gflops):
+def add_percentages(rows, gemm_gflops, peak_gflops):
     for row in rows:
         row["gemm_percent"] = 100.0 * row["rnnkern_gflops"] / gemm_gflops
+        row["peak_percent"] = (100.0 * row["rnnkern_gflops"] / peak_gflops
+                               if peak_gflops else None)
 
 
 def shown(path):
@@ -238,6 +257,11 @@ def main(argv=None):
     if args.device == "cuda":
         check_cuda_ready(DTYPES[args.dtype])
     torch.set_num_threads(args.threads)
+    if args.cpu_capability is not None:
+        try:
+            rnnkern._ops.set_cpu_capability(args.cpu_capability)
+        except RuntimeError as error:
+            raise SystemExit(f"bench.py: {error}")
 
     modes = args.modes or (cases.QUICK_MODES if args.quick else cases.MODES)
     grid = cases.build_grid(modes, args.sizes, args.quick)
@@ -245,11 +269,17 @@ def main(argv=None):
     min_time = 0.2 if args.quick else 1.0
 
     # The GEMM rate before and after the grid; the higher one counts (machine noise only slows).
-    gemm_rates = [measure_gemm_rate(args)]
+    gemm_rates, peaks = [measure_gemm_rate(args)], [measure_fma_peak(args)]
+    if args.device == "cpu":
+        print(f"rnnkern CPU kernels: {rnnkern.cpu_capability()}; FMA peak "
+              f"{peaks[0]:.0f} GFLOP/s on {torch.get_num_threads()} threads; torch.mm "
+              f"{gemm_rates[0]:.0f} GFLOP/s", flush=True)
     rows = run_grid(grid, args, repeats, min_time)
     gemm_rates.append(measure_gemm_rate(args))
-    add_gemm_percent(rows, max(gemm_rates))
-    info = describe_run(args, gemm_rates, repeats, min_time)
+    peaks.append(measure_fma_peak(args))
+    peak = max(peaks) if args.device == "cpu" else None
+    add_percentages(rows, max(gemm_rates), peak)
+    info = describe_run(args, gemm_rates, peaks, repeats, min_time)
     print(report.format_text_table(rows, info))
     write_outputs(args, info, rows)
 

@@ -4,14 +4,18 @@ import os
 from typing import Dict, List
 
 COLUMNS = ["case", "phase", "baseline", "rnnkern ms", "baseline ms", "speed-up", "GFLOP/s",
-           "% GEMM"]
-NUMERIC = {"rnnkern ms", "baseline ms", "speed-up", "GFLOP/s", "% GEMM"}
+           "% GEMM", "% peak"]
+NUMERIC = {"rnnkern ms", "baseline ms", "speed-up", "GFLOP/s", "% GEMM", "% peak"}
 
 
 def summary_line(info: Dict) -> str:
     where = info["gpu"] if info["device"] == "cuda" else f"{info['cpu']}, {info['threads']} threads"
-    return (f"torch {info['torch']}, {where}, {info['dtype']}; GEMM rate (torch.mm "
+    line = (f"torch {info['torch']}, {where}, {info['dtype']}; GEMM rate (torch.mm "
             f"{info['gemm_size']}^3, {info['dtype']}) {info['gemm_gflops']:.0f} GFLOP/s")
+    if info.get("cpu_capability"):
+        line += (f"; rnnkern CPU kernels: {info['cpu_capability']}, FMA peak "
+                 f"{info['fma_peak_gflops']:.0f} GFLOP/s")
+    return line
 
 
 def table_cells(rows: List[Dict]) -> List[List[str]]:
@@ -23,7 +27,8 @@ def table_cells(rows: List[Dict]) -> List[List[str]]:
         new_phase = new_case or r["phase"] != previous_phase
         cells.append([r["case"] if new_case else "", r["phase"] if new_phase else "", r["baseline"],
                       f"{r['rnnkern_ms']:.2f}", f"{r['baseline_ms']:.2f}", f"{r['speedup']:.2f}x",
-                      f"{r['rnnkern_gflops']:.1f}", f"{r['gemm_percent']:.0f}%"])
+                      f"{r['rnnkern_gflops']:.1f}", f"{r['gemm_percent']:.0f}%",
+                      "-" if r.get("peak_percent") is None else f"{r['peak_percent']:.0f}%"])
         previous_case, previous_phase = r["case"], r["phase"]
     return cells
 
