@@ -93,7 +93,12 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
                   int64_t cols, float alpha, float beta) {
   VecF lo[MR], hi[MR];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) lo[i] = hi[i] = vzero();
+  for (int i = 0; i < MR; ++i) {
+    lo[i] = hi[i] = vzero();
+    // C's rows are far apart (its row stride); fetch them while the K loop runs.
+    __builtin_prefetch(c + i * ldc, 1);
+    __builtin_prefetch(c + i * ldc + kNR - 1, 1);
+  }
   for (int64_t p = 0; p < kc; ++p) {
     const VecF b0 = vload(b);
     const VecF b1 = vload(b + kVecFloats);
