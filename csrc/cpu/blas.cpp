@@ -102,6 +102,10 @@ void scale(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
     for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
 }
 
+// Fewer rows than this: a product whose op(B) is not packed already (outside a
+// packing scope) goes to BLAS.
+constexpr int64_t kMinRowsToPackOnce = 64;
+
 void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
                 bool cacheable) {
@@ -113,6 +117,12 @@ void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, 
     return;
   }
   const float* packed = cacheable ? cached_packing(kt, b, ldb, tb, k, n) : nullptr;
+  if (packed == nullptr && m < kMinRowsToPackOnce) {
+    // Packing op(B) for one product of few rows costs about as much as the
+    // product (a cell's step, a short sequence): BLAS does it in place.
+    blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   kt.gemm(GemmArgs{m, n, k, a, lda, ta, b, ldb, tb, packed, alpha, beta, c, ldc});
 }
 

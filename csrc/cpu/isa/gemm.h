@@ -39,10 +39,10 @@ int64_t packed_size(int64_t k, int64_t n) { return panel_count(n) * k * kNR; }
 void pack_panel(const float* b, int64_t ldb, bool trans_b, int64_t k0, int64_t kc, int64_t n0,
                 int64_t cols, float* out) {
   if (cols < kNR) std::fill(out, out + kc * kNR, 0.f);
-  if (trans_b) {  // op(B)'s columns are rows of B
-    for (int64_t c = 0; c < cols; ++c) {
-      const float* src = b + (n0 + c) * ldb + k0;
-      for (int64_t p = 0; p < kc; ++p) out[p * kNR + c] = src[p];
+  if (trans_b) {  // op(B)'s columns are rows of B: read them side by side
+    const float* src = b + n0 * ldb + k0;
+    for (int64_t p = 0; p < kc; ++p) {
+      for (int64_t c = 0; c < cols; ++c) out[p * kNR + c] = src[c * ldb + p];
     }
   } else {
     for (int64_t p = 0; p < kc; ++p) {
