@@ -31,17 +31,11 @@ namespace rnnkern {
 namespace cpu {
 namespace {
 
-// A packed op(B), 64-byte aligned.
-struct PackedB {
-  std::unique_ptr<float[]> storage;
-  const float* data;
-};
-
 // The packed B operands of the innermost open PackedWeightScope of this thread.
 using PackKey = std::tuple<const void*, bool, int64_t, int64_t, int64_t, int64_t>;
 struct PackCache {
   bool enabled;
-  std::map<PackKey, PackedB> packed;  // by (b, trans, k, n, ldb, panel_cols)
+  std::map<PackKey, AlignedFloats> packed;  // by (b, trans, k, n, ldb, panel_cols)
 };
 thread_local std::vector<std::unique_ptr<PackCache>> open_scopes;
 
@@ -54,12 +48,9 @@ const float* cached_packing(const KernelTable& kt, const float* b, int64_t ldb, 
   const PackKey key{b, tb, k, n, ldb, kt.panel_cols};
   auto it = cache.find(key);
   if (it == cache.end()) {
-    constexpr int64_t kAlign = 16;
-    PackedB p;
-    p.storage.reset(new float[kt.packed_size(k, n) + kAlign]);
-    const auto misalign = reinterpret_cast<uintptr_t>(p.storage.get()) % (kAlign * 4);
-    p.data = p.storage.get() + (misalign == 0 ? 0 : (kAlign * 4 - misalign) / 4);
-    kt.pack_b(b, ldb, tb, k, n, const_cast<float*>(p.data));
+    AlignedFloats p;
+    p.reset(kt.packed_size(k, n));
+    kt.pack_b(b, ldb, tb, k, n, p.data);
     it = cache.emplace(key, std::move(p)).first;
   }
   return it->second.data;

@@ -104,21 +104,19 @@ double fma_peak_gflops(int64_t threads) {
   return best;
 }
 
+void AlignedFloats::reset(int64_t count) {
+  constexpr int64_t kAlignFloats = 16;
+  storage.reset(new float[count + kAlignFloats]);
+  const auto misalign = reinterpret_cast<uintptr_t>(storage.get()) % (kAlignFloats * 4);
+  data = storage.get() + (misalign == 0 ? 0 : (kAlignFloats * 4 - misalign) / 4);
+  size = count;
+}
+
 float* thread_scratch(int slot, int64_t count) {
-  struct Buffer {
-    std::unique_ptr<float[]> storage;
-    int64_t capacity = 0;
-  };
-  constexpr int64_t kAlign = 16;  // floats: 64 bytes
-  thread_local Buffer buffers[4];
-  Buffer& buf = buffers[slot];
-  if (buf.capacity < count) {
-    buf.storage.reset(new float[count + kAlign]);
-    buf.capacity = count;
-  }
-  const auto addr = reinterpret_cast<uintptr_t>(buf.storage.get());
-  return buf.storage.get() + ((kAlign * sizeof(float) - addr % (kAlign * sizeof(float))) %
-                              (kAlign * sizeof(float))) / sizeof(float);
+  thread_local AlignedFloats buffers[4];
+  AlignedFloats& buf = buffers[slot];
+  if (buf.size < count) buf.reset(count);
+  return buf.data;
 }
 
 }  // namespace cpu

@@ -12,6 +12,7 @@
 #include <c10/util/Half.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "../core/driver.h"
@@ -86,6 +87,14 @@ std::string set_capability(const std::string& name);
 
 // GFLOP/s of the current capability's FMA probe on `threads` threads at once.
 double fma_peak_gflops(int64_t threads);
+
+// A float buffer whose data is 64-byte aligned (a cache line; an AVX-512 vector).
+struct AlignedFloats {
+  std::unique_ptr<float[]> storage;
+  float* data = nullptr;
+  int64_t size = 0;
+  void reset(int64_t count);  // new, uninitialised contents
+};
 
 // Per-thread scratch memory (64-byte aligned), reused across calls; slot
 // 0..3. Contents are undefined on return.
