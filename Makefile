@@ -29,8 +29,15 @@ CUDA_BUILD := build-cuda
 bench: install
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
-test: install
+# Test-only dependencies: the ONNX export tests run the exported models.
+TEST_DEPS ?= onnx onnxscript onnxruntime
+
+test: install $(VENV)/.test-deps
 	$(VENV)/bin/pytest -q tests
+
+$(VENV)/.test-deps: $(VENV)/.deps
+	$(PY) -m pip install -q $(TEST_DEPS)
+	touch $@
 
 install: $(VENV)/.deps
 	$(PY) -m pip install -q --no-build-isolation --no-deps .
@@ -61,7 +68,8 @@ cuda-resources: cuda-install
 
 $(CUDA_VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(CUDA_VENV)
-	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH_SPEC)" pytest ninja pybind11 setuptools wheel numpy
+	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH_SPEC)" pytest ninja pybind11 setuptools wheel numpy \
+	  $(TEST_DEPS)
 	touch $@
 
 clean:

@@ -31,4 +31,14 @@ TORCH_LIBRARY(rnnkern, m) {
       "bool[4] output_mask) "
       "-> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
+  // The same time loop, returning the gradients of the gate pre-activations
+  // [rows, G*H] (the GRU's hidden-side ones apart; the projected LSTM's output
+  // gradient [rows, R]) instead of their sums into weight gradients: for
+  // per-sample weight gradients. Absent ones are empty tensors.
+  m.def(
+      "layer_backward_data(int mode, Tensor input, Tensor? batch_sizes, Tensor w_ih, "
+      "Tensor w_hh, Tensor? w_hr, Tensor output, Tensor saved_h_prev, Tensor saved_gates, "
+      "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
+      "int batch, bool want_input) -> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, "
+      "Tensor grad_gates, Tensor grad_gates_h, Tensor grad_h_out)");
 }

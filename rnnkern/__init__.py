@@ -4,7 +4,7 @@ Drop-in replacements for ``torch.nn.RNN``, ``torch.nn.LSTM``, ``torch.nn.GRU``
 and their cells: same constructor, parameters, ``state_dict``, results,
 gradients and errors. ``convert(model)`` swaps them into an existing model.
 """
-from . import _ops  # noqa: F401  (registers torch.ops.rnnkern)
+from . import _autograd, _ops, _vmap  # noqa: F401  (torch.ops.rnnkern, autograd, vmap)
 from .cells import GRUCell, LSTMCell, RNNCell
 from .convert import convert
 from .functional import rnn_layer, rnn_stack

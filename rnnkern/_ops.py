@@ -2,9 +2,8 @@
 
 The C++ extension registers the schemas and the device kernels. Here each op
 gets a fake implementation (shapes only, for torch.compile / torch.export /
-FakeTensor) and ``layer_forward`` gets its autograd formula, so the op is
-differentiable on its own; ``functional.RNNLayerFunction`` is the public
-autograd API over the same op and the same backward.
+FakeTensor); ``_autograd`` gives ``layer_forward`` its derivatives and
+``_vmap`` the ops their batching rules.
 """
 import torch
 
@@ -24,6 +23,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 layer_forward = torch.ops.rnnkern.layer_forward
 layer_backward = torch.ops.rnnkern.layer_backward
+layer_backward_data = torch.ops.rnnkern.layer_backward_data
 cpu_capability = torch.ops.rnnkern.cpu_capability
 # Switches the CPU kernels to another instruction set the CPU has, returning the
 # previous one's name: for tests and benchmarks (see rnnkern.cpu_capability).
@@ -72,51 +72,22 @@ def _layer_backward_fake(mode, input, batch_sizes, w_ih, w_hh, w_hr, output, sav
     )
 
 
-# Positions in layer_forward's arguments.
-_INPUT, _HX, _CX, _W_IH, _W_HH, _B_IH, _B_HH, _W_HR = 1, 3, 4, 5, 6, 7, 8, 9
+@torch.library.register_fake("rnnkern::layer_backward_data")
+def _layer_backward_data_fake(mode, input, batch_sizes, w_ih, w_hh, w_hr, output, saved_h_prev,
+                              saved_gates, saved_extra, grad_output, grad_hy, grad_cy, reverse,
+                              batch, want_input):
+    R = w_hh.shape[1]
+    H = w_hr.shape[1] if w_hr is not None else R
+    N = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
 
+    def like(wanted, *shape):
+        return input.new_empty(shape if wanted else (0,))
 
-def save_for_backward(ctx, inputs, outputs):
-    """What backward needs of one layer_forward call, kept on ``ctx``."""
-    mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train = inputs
-    output, _, _, h_prev, gates, extra = outputs
-    ctx.mode = mode
-    ctx.reverse = reverse
-    ctx.batch = hx.shape[0]
-    ctx.has_bias = b_ih is not None
-    ctx.trained = train
-    ctx.save_for_backward(input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra)
-
-
-def backward(ctx, needs_input_grad, grad_output, grad_hy, grad_cy):
-    """Gradients of layer_forward's arguments (None where not needed)."""
-    need = needs_input_grad
-    if not ctx.trained:
-        raise RuntimeError(
-            "rnnkern: the forward pass ran with train=False and saved no state for backward")
-    input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra = ctx.saved_tensors
-    mask = [need[_INPUT], need[_HX] or need[_CX], need[_W_IH] or need[_W_HH] or need[_W_HR],
-            ctx.has_bias and (need[_B_IH] or need[_B_HH])]
-    grads = [None] * 12
-    if not any(mask):
-        return tuple(grads)
-    g_in, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh, g_whr = layer_backward(
-        ctx.mode, input, batch_sizes, w_ih, w_hh, w_hr, output, h_prev, gates, extra,
-        grad_output, grad_hy, grad_cy, ctx.reverse, ctx.batch, mask)
-    for index, grad in ((_INPUT, g_in), (_HX, g_hx), (_CX, g_cx), (_W_IH, g_wih),
-                        (_W_HH, g_whh), (_B_IH, g_bih), (_B_HH, g_bhh), (_W_HR, g_whr)):
-        if need[index]:
-            grads[index] = grad
-    return tuple(grads)
-
-
-def _setup_context(ctx, inputs, output):
-    save_for_backward(ctx, inputs, output)
-
-
-def _registered_backward(ctx, grad_output, grad_hy, grad_cy, *_saved_grads):
-    return backward(ctx, ctx.needs_input_grad, grad_output, grad_hy, grad_cy)
-
-
-torch.library.register_autograd("rnnkern::layer_forward", _registered_backward,
-                                setup_context=_setup_context)
+    return (
+        like(want_input, *input.shape),
+        like(True, batch, R),
+        like(mode == LSTM, batch, H),
+        like(True, N, w_hh.shape[0]),
+        like(mode == GRU, N, w_hh.shape[0]),
+        like(w_hr is not None, N, R),
+    )

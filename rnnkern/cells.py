@@ -7,7 +7,7 @@ Parameters, init, ``repr`` and ``state_dict`` come from ``torch.nn.RNNCellBase``
 import torch
 from torch import nn
 
-from . import _autocast
+from . import _autocast, _onnx
 from .functional import rnn_layer
 from .modules import check_dtype
 
@@ -46,7 +46,14 @@ class _FusedCell(nn.RNNCellBase):
                 f"mat1 and mat2 must have the same dtype, but got "
                 f"{_short(input.dtype)} and {_short(weights[0].dtype)}")
         check_dtype(input.dtype)
-        _, h_new, c_new = rnn_layer(self._mode_name(), input.unsqueeze(0), h, c, *weights)
+        if _onnx.exporting():  # a one-step ONNX RNN/LSTM/GRU node
+            _, h_new, c_new = _onnx.rnn_stack(
+                self._mode_name(), input.unsqueeze(0), h.unsqueeze(0),
+                c.unsqueeze(0) if c is not None else None,
+                [[w for w in weights if w is not None]], 1, False, 0.0, False, self.hidden_size)
+            h_new, c_new = h_new[0], (c_new[0] if c_new is not None else None)
+        else:
+            _, h_new, c_new = rnn_layer(self._mode_name(), input.unsqueeze(0), h, c, *weights)
         if low is not None:
             out_dtype, c_dtype = _autocast.result_dtypes(kind, low, input.device.type)
             h_new = h_new.to(out_dtype)

@@ -8,13 +8,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from . import _ops
+from . import _autograd, _ops
 
 
-class RNNLayerFunction(torch.autograd.Function):
-    """One layer-direction of RNN_TANH / RNN_RELU / LSTM / GRU.
+class RNNLayerFunction(_autograd.LayerFunction):
+    """One layer-direction of RNN_TANH / RNN_RELU / LSTM / GRU, as a
+    ``torch.autograd.Function`` (backward, double backward, jvp, vmap).
 
     Arguments: ``(mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh,
     w_hr, reverse, train)``. input is ``[T, B, I]`` (or packed ``[rows, I]``
@@ -23,17 +23,9 @@ class RNNLayerFunction(torch.autograd.Function):
     an empty tensor except for the LSTM.
     """
 
-    @staticmethod
-    def forward(ctx, *inputs):
-        outputs = _ops.layer_forward(*inputs)
-        ctx.set_materialize_grads(False)
-        _ops.save_for_backward(ctx, inputs, outputs)
-        return outputs[:3]
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output, grad_hy, grad_cy):
-        return _ops.backward(ctx, ctx.needs_input_grad, grad_output, grad_hy, grad_cy)
+    @classmethod
+    def apply(cls, *args):
+        return super().apply(*args)[:3]
 
 
 def _needs_grad(tensors: Sequence[Optional[Tensor]]) -> bool:
@@ -59,10 +51,9 @@ def rnn_layer(
     mode_id = _ops.MODE_IDS[mode]
     train = _needs_grad((input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr))
     args = (mode_id, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train)
-    if train:
-        output, hy, cy = RNNLayerFunction.apply(*args)
-    else:  # nothing to differentiate: skip the autograd.Function's bookkeeping
-        output, hy, cy = _ops.layer_forward(*args)[:3]
+    # The op's Autograd kernel (_autograd) takes the autograd.Function only when
+    # something is differentiated (backward or forward mode).
+    output, hy, cy = _ops.layer_forward(*args)[:3]
     return output, hy, (cy if mode == "LSTM" else None)
 
 

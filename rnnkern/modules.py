@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _autocast, _ops
+from . import _autocast, _onnx, _ops
 from .functional import rnn_stack
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU"]
@@ -77,10 +77,20 @@ class RNNBase(nn.RNNBase):
 
         x = input.transpose(0, 1) if self.batch_first and batch_sizes is None else input
         per = len(weights) // (self.num_layers * num_directions)
-        output, h_n, c_n = rnn_stack(
-            self.mode, x, h0, c0, [weights[i:i + per] for i in range(0, len(weights), per)],
-            self.num_layers, self.bidirectional, self.dropout, self.training, batch_sizes,
-        )
+        grouped = [weights[i:i + per] for i in range(0, len(weights), per)]
+        if _onnx.exporting():
+            if batch_sizes is not None:
+                raise RuntimeError(
+                    "rnnkern: a PackedSequence input cannot be exported to ONNX; export the "
+                    "model on padded input")
+            output, h_n, c_n = _onnx.rnn_stack(
+                self.mode, x, h0, c0, grouped, self.num_layers, self.bidirectional,
+                self.dropout, self.training, self.hidden_size, self.proj_size)
+        else:
+            output, h_n, c_n = rnn_stack(
+                self.mode, x, h0, c0, grouped, self.num_layers, self.bidirectional,
+                self.dropout, self.training, batch_sizes,
+            )
         if low is not None:
             kind = "LSTM_PROJ" if self.proj_size > 0 else name
             out_dtype, c_dtype = _autocast.result_dtypes(kind, low, input.device.type)

@@ -66,8 +66,10 @@ def run_both(args, reverse):
              for t in (out, hy, cy)]
     bwd_args = [mode, x, batch_sizes, w_ih, w_hh, w_hr, *expected[:1], *expected[3:], *grads,
                 reverse, hx.shape[0], [True, True, True, True]]
+    data_args = bwd_args[:-1] + [True]  # the backward's gate gradients (per-sample gradients)
     return (expected, got,
-            torch.ops.rnnkern.layer_backward(*bwd_args), SIMT.layer_backward(*bwd_args))
+            torch.ops.rnnkern.layer_backward(*bwd_args), SIMT.layer_backward(*bwd_args),
+            torch.ops.rnnkern.layer_backward_data(*data_args), SIMT.layer_backward_data(*data_args))
 
 
 CASES = [(mode, packed, 0) for mode in _ops.MODE_IDS for packed in (False, True)] + \
@@ -88,17 +90,18 @@ def test_kernels_match_cpu_float64(mode, packed, proj, size, launch):
         proj = 0  # a projection must be smaller than H
     SIMT.set_launch_config(*launch, 11)
     for reverse in (False, True):
-        expected, got, grads_expected, grads_got = run_both(
+        expected, got, grads_expected, grads_got, data_expected, data_got = run_both(
             layer_args(mode, T, B, I, H, packed, proj, torch.float64), reverse)
         compare(expected, got, torch.float64)
         compare(grads_expected, grads_got, torch.float64)
+        compare(data_expected, data_got, torch.float64)
 
 
 @pytest.mark.parametrize("mode,packed,proj", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_kernels_match_cpu_other_dtypes(mode, packed, proj, dtype):
     SIMT.set_launch_config(64, 3, 5)
-    expected, got, grads_expected, grads_got = run_both(
+    expected, got, grads_expected, grads_got, _, _ = run_both(
         layer_args(mode, 3, 4, 5, 17, packed, proj, dtype), reverse=True)
     compare(expected, got, dtype)
     compare(grads_expected, grads_got, dtype)

@@ -56,6 +56,21 @@ def test_opcheck_layer_backward(mode, packed, proj):
                      torch.randn_like(output), torch.randn_like(hy), grad_cy, False, hx.shape[0],
                      [True, True, True, True])
     torch.library.opcheck(torch.ops.rnnkern.layer_backward.default, backward_args)
+    data_args = backward_args[:-1] + (True,)
+    torch.library.opcheck(torch.ops.rnnkern.layer_backward_data.default, data_args)
+    # Its gate gradients are what layer_backward sums into the weight gradients.
+    g_in, g_hx, g_cx, g_wih, g_whh, g_bih, g_bhh, g_whr = \
+        torch.ops.rnnkern.layer_backward(*backward_args)
+    d_in, d_hx, d_cx, dg, dg_h, dh_out = torch.ops.rnnkern.layer_backward_data(*data_args)
+    rows = x.reshape(-1, x.shape[-1])
+    dg_h = dg_h if mode == "GRU" else dg
+    for got, want in ((d_in, g_in), (d_hx, g_hx), (dg.T @ rows, g_wih), (dg.sum(0), g_bih),
+                      (dg_h.T @ h_prev.reshape(dg.shape[0], -1), g_whh), (dg_h.sum(0), g_bhh)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    if mode == "LSTM":
+        torch.testing.assert_close(d_cx, g_cx, atol=0, rtol=0)
+    if proj:
+        torch.testing.assert_close(dh_out.T @ extra[1], g_whr, atol=1e-12, rtol=1e-12)
 
 
 def test_op_is_differentiable_on_its_own():
@@ -149,7 +164,7 @@ def test_no_state_saved_under_no_grad_or_inference_mode(mode, monkeypatch):
         ours(x)
     assert seen == [False] * 4
     ours(x)[0].sum().backward()
-    assert seen[4:] == [True, True]
+    assert len(seen) > 4 and all(seen[4:])  # the module's call and its autograd.Function's
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -28,6 +28,7 @@ using OptTensor = std::optional<Tensor>;
 using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 using BackwardResult =
     std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using BackwardDataResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // Checks shared by forward and backward; defined in layer_checks.cpp.
 Mode checked_mode(int64_t mode);
@@ -135,19 +136,20 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
           saved_extra.defined() ? saved_extra : none()};
 }
 
-// output_mask: gradients wanted for {input, hx and cx, the weights, the biases}.
+// The time loop of backward: the gradients of the gate pre-activations
+// (dgates; the GRU's hidden-side ones apart in dgates_h), of the projected
+// output (dh_out, with the projection's input h_raw) and of the initial state.
+struct BackwardData {
+  Tensor dgates, dgates_h, dh_out, h_raw, dh, dc, h_prev;
+};
+
 template <class Backend>
-BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
-                              const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
-                              const Tensor& output, const Tensor& saved_h_prev,
-                              const Tensor& saved_gates, const Tensor& saved_extra,
-                              const OptTensor& grad_output, const OptTensor& grad_hy,
-                              const OptTensor& grad_cy, bool reverse, int64_t batch,
-                              std::array<bool, 4> output_mask) {
-  const typename Backend::CallScope scope(input, batch_sizes);
-  const Mode mode = checked_mode(mode_id);
-  const SeqLayout seq = checked_layout(input, batch_sizes);
-  const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
+BackwardData backward_data(Mode mode, const SeqLayout& seq, const LayerDims& dims,
+                           const Tensor& input, const Tensor& w_hh, const OptTensor& w_hr,
+                           const Tensor& output, const Tensor& saved_h_prev,
+                           const Tensor& saved_gates, const Tensor& saved_extra,
+                           const OptTensor& grad_output, const OptTensor& grad_hy,
+                           const OptTensor& grad_cy, bool reverse, int64_t batch) {
   const int64_t H = dims.hidden, R = dims.out, N = seq.rows_total;
   const int64_t GH = w_hh.size(0);
   const bool proj = defined_or_null(w_hr) != nullptr;
@@ -184,7 +186,10 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
   const Tensor w_hr_c = proj ? w_hr->contiguous() : Tensor();
   const Tensor h_prev = saved_h_prev.contiguous().view({N, R});
   const Tensor gates_c = saved_gates.contiguous();
-  const Tensor extra_c = has_extra ? saved_extra.contiguous() : Tensor();
+  const Tensor extra_c =
+      !has_extra ? Tensor()
+                 : (proj ? saved_extra.contiguous().view({2, N, H})
+                         : saved_extra.contiguous().view({N, H}));
 
   RNNKERN_DISPATCH_TYPES(input.scalar_type(), "rnnkern_layer_backward", [&] {
     BackwardBuffers<scalar_t> buf{w_hh_c.data_ptr<scalar_t>(),
@@ -203,24 +208,67 @@ BackwardResult layer_backward(int64_t mode_id, const Tensor& input, const OptTen
     backward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
   });
 
+  return {dgates, dgates_h, dh_out, proj ? extra_c[1] : Tensor(), dh, dc, h_prev};
+}
+
+#define RNNKERN_BACKWARD_ARGS                                                                 \
+  int64_t mode_id, const Tensor &input, const OptTensor &batch_sizes, const Tensor &w_ih,    \
+      const Tensor &w_hh, const OptTensor &w_hr, const Tensor &output,                        \
+      const Tensor &saved_h_prev, const Tensor &saved_gates, const Tensor &saved_extra,       \
+      const OptTensor &grad_output, const OptTensor &grad_hy, const OptTensor &grad_cy,       \
+      bool reverse, int64_t batch
+#define RNNKERN_BACKWARD_DATA(mode, seq, dims)                                                \
+  backward_data<Backend>(mode, seq, dims, input, w_hh, w_hr, output, saved_h_prev,            \
+                         saved_gates, saved_extra, grad_output, grad_hy, grad_cy, reverse, batch)
+
+// output_mask: gradients wanted for {input, hx and cx, the weights, the biases}.
+template <class Backend>
+BackwardResult layer_backward(RNNKERN_BACKWARD_ARGS, std::array<bool, 4> output_mask) {
+  const typename Backend::CallScope scope(input, batch_sizes);
+  const Mode mode = checked_mode(mode_id);
+  const SeqLayout seq = checked_layout(input, batch_sizes);
+  const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
+  BackwardData d = RNNKERN_BACKWARD_DATA(mode, seq, dims);
+  const int64_t N = seq.rows_total;
   // Gradients not asked for are returned as (distinct) empty tensors.
-  auto none = [&] { return at::empty({0}, opts); };
+  auto none = [&] { return at::empty({0}, input.options()); };
   Tensor grad_input = none(), grad_w_ih = none(), grad_w_hh = none(), grad_w_hr = none(),
          grad_b_ih = none(), grad_b_hh = none();
-  if (output_mask[0]) grad_input = Backend::matmul(dgates, false, w_ih).view(input.sizes());
+  if (output_mask[0]) grad_input = Backend::matmul(d.dgates, false, w_ih).view(input.sizes());
   if (output_mask[2]) {
     const Tensor x = input.contiguous().view({N, input.size(-1)});
-    grad_w_ih = Backend::matmul(dgates, true, x);
-    grad_w_hh = Backend::matmul(dgates_h, true, h_prev);
-    if (proj) grad_w_hr = Backend::matmul(dh_out, true, extra_c[1]);
+    grad_w_ih = Backend::matmul(d.dgates, true, x);
+    grad_w_hh = Backend::matmul(d.dgates_h, true, d.h_prev);
+    if (d.h_raw.defined()) grad_w_hr = Backend::matmul(d.dh_out, true, d.h_raw);
   }
   if (output_mask[3]) {
-    grad_b_ih = Backend::column_sum(dgates);
-    grad_b_hh = mode == Mode::GRU ? Backend::column_sum(dgates_h) : grad_b_ih.clone();
+    grad_b_ih = Backend::column_sum(d.dgates);
+    grad_b_hh = mode == Mode::GRU ? Backend::column_sum(d.dgates_h) : grad_b_ih.clone();
   }
-  if (!output_mask[1] || mode != Mode::LSTM) dc = none();
-  if (!output_mask[1]) dh = none();
+  Tensor dc = output_mask[1] && mode == Mode::LSTM ? d.dc : none();
+  Tensor dh = output_mask[1] ? d.dh : none();
   return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr};
 }
+
+// The time loop's gradients themselves, for weight gradients that are not
+// summed over all rows (per-sample gradients under vmap): grad_input (when
+// asked for), grad_hx, grad_cx (LSTM), grad_gates [N, G*H], grad_gates_h (the
+// GRU's hidden-side ones), grad_h_out [N, R] (projection); absent ones empty.
+template <class Backend>
+BackwardDataResult layer_backward_data(RNNKERN_BACKWARD_ARGS, bool want_input) {
+  const typename Backend::CallScope scope(input, batch_sizes);
+  const Mode mode = checked_mode(mode_id);
+  const SeqLayout seq = checked_layout(input, batch_sizes);
+  const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
+  BackwardData d = RNNKERN_BACKWARD_DATA(mode, seq, dims);
+  auto none = [&] { return at::empty({0}, input.options()); };
+  Tensor grad_input =
+      want_input ? Backend::matmul(d.dgates, false, w_ih).view(input.sizes()) : none();
+  return {grad_input, d.dh, mode == Mode::LSTM ? d.dc : none(), d.dgates,
+          mode == Mode::GRU ? d.dgates_h : none(), d.h_raw.defined() ? d.dh_out : none()};
+}
+
+#undef RNNKERN_BACKWARD_DATA
+#undef RNNKERN_BACKWARD_ARGS
 
 }  // namespace rnnkern

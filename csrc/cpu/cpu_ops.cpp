@@ -118,6 +118,7 @@ TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
   m.impl("_gemm", &cpu::gemm_op);
   m.impl("layer_forward", &layer_forward<cpu::Backend>);
   m.impl("layer_backward", &layer_backward<cpu::Backend>);
+  m.impl("layer_backward_data", &layer_backward_data<cpu::Backend>);
 }
 
 }  // namespace rnnkern

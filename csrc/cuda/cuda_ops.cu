@@ -127,6 +127,7 @@ struct Backend : GenericLoopBackend {
 TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
   m.impl("layer_forward", &layer_forward<cuda::Backend>);
   m.impl("layer_backward", &layer_backward<cuda::Backend>);
+  m.impl("layer_backward_data", &layer_backward_data<cuda::Backend>);
 }
 
 }  // namespace rnnkern

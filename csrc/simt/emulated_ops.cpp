@@ -111,6 +111,11 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
       "int batch, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
       "Tensor, Tensor)");
+  m.def(
+      "layer_backward_data(int mode, Tensor input, Tensor? batch_sizes, Tensor w_ih, "
+      "Tensor w_hh, Tensor? w_hr, Tensor output, Tensor saved_h_prev, Tensor saved_gates, "
+      "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
+      "int batch, bool want_input) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("column_sum(Tensor x, int block_rows=8) -> Tensor");
   // Threads per block and the grid cap of the 1-D kernels, and the seed of the
   // thread order inside blocks.
@@ -120,6 +125,7 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
 RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
   m.impl("layer_forward", &layer_forward<simt_ops::Backend>);
   m.impl("layer_backward", &layer_backward<simt_ops::Backend>);
+  m.impl("layer_backward_data", &layer_backward_data<simt_ops::Backend>);
   m.impl("column_sum", &simt_ops::column_sum);
 }
 
