@@ -143,9 +143,13 @@ def _needs_autograd(args) -> bool:
 
 # torch.autograd.Function.apply hands the call to functorch when a transform is
 # active; in an Autograd kernel functorch has already done its part (the
-# tensors are this level's), so the plain single-level apply is the one to run,
-# as functorch itself runs it for a Function's grad rule.
-_single_level_apply = super(torch.autograd.Function, LayerFunction).apply
+# tensors are this level's), so a single-level Function with the same methods
+# is the one to run, as functorch itself runs one for a Function's grad rule.
+_SingleLevelLayer = type(
+    "LayerFunctionSingleLevel", (torch.autograd.function._SingleLevelFunction,),
+    {name: LayerFunction.__dict__[name]
+     for name in ("forward", "setup_context", "backward", "jvp")})
+_single_level_apply = _SingleLevelLayer.apply
 
 
 def _base_tensor(t):
