@@ -17,7 +17,10 @@ x3 for a training step. They are set against the rate of one large torch.mm
 measured in the same run ("% GEMM"; the higher of a measurement before and one
 after the grid) and, on the CPU, against the FMA peak of the instruction set in
 use ("% peak"): independent FMA chains on every thread, measured in the same run
-(before and after, the higher counts), by the same kernels' probe.
+(before and after, the higher counts), by the same kernels' probe. Rows of
+batch <= 8 also give "% bw bound": the time to read the recurrent weights once
+per step (twice with backward) at the rate the threads read a buffer of that
+size from their caches (measured in the same run), over rnnkern's time.
 --cpu-capability default|avx2|avx512 runs rnnkern's kernels for a lower
 instruction set than the CPU's best (as RNNKERN_CPU_CAPABILITY does).
 
@@ -26,7 +29,7 @@ Modes:
 
 Default grid, sizes as (T,B,I,H):
   RNN_TANH ... PACKED  {grid}
-  LSTM_BIDIR2          {bidir}
+  LSTM_BIDIR2 GRU_BIDIR2  {bidir}
   CELLS                {cells}
 --sizes replaces the sizes of every mode.
 
@@ -229,6 +232,33 @@ def add_percentages(rows, gemm_gflops, peak_gflops):
                                if peak_gflops else None)
 
 
+# Batches up to this size are bound by reading the recurrent weights each step.
+SMALL_BATCH = 8
+
+
+def add_bandwidth_bounds(rows, grid, args):
+    """% of the cache-bandwidth bound for the small-batch rows: the read rate of
+    the threads over a buffer of one layer-direction's recurrent weights,
+    measured now, sets the fastest a step can be."""
+    if args.device != "cpu":
+        return {}
+    element_bytes = torch.finfo(DTYPES[args.dtype]).bits // 8
+    by_label = {case.label: case for case in grid}
+    rates = {}
+    for row in rows:
+        case = by_label[row["case"]]
+        row["bandwidth_percent"] = None
+        if case.size[1] > SMALL_BATCH:
+            continue
+        size = cases.recurrent_bytes(case, element_bytes)
+        if size not in rates:
+            rates[size] = torch.ops.rnnkern._read_bandwidth_gbps(size, torch.get_num_threads())
+        bound = cases.bandwidth_bound_seconds(case, row["phase"], rates[size], element_bytes)
+        row["bandwidth_gbps"] = rates[size]
+        row["bandwidth_percent"] = 100.0 * bound / (row["rnnkern_ms"] * 1e-3)
+    return {str(size): gbps for size, gbps in rates.items()}
+
+
 def shown(path):
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
@@ -279,7 +309,9 @@ def main(argv=None):
     peaks.append(measure_fma_peak(args))
     peak = max(peaks) if args.device == "cpu" else None
     add_percentages(rows, max(gemm_rates), peak)
+    bandwidths = add_bandwidth_bounds(rows, grid, args)
     info = describe_run(args, gemm_rates, peaks, repeats, min_time)
+    info["read_gbps_by_bytes"] = bandwidths
     print(report.format_text_table(rows, info))
     write_outputs(args, info, rows)
 

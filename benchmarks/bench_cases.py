@@ -26,9 +26,10 @@ warnings.filterwarnings("ignore", message="LSTM with projections is not supporte
 Size = Tuple[int, int, int, int]  # (T, B, I, H)
 
 GRID_SIZES: List[Size] = [(100, 1, 128, 128), (100, 1, 256, 256), (100, 1, 512, 512),
-                          (100, 32, 256, 256), (100, 64, 512, 512), (50, 16, 128, 1024)]
+                          (100, 4, 256, 256), (100, 32, 256, 256), (100, 64, 512, 512),
+                          (50, 16, 128, 1024)]
 QUICK_SIZES: List[Size] = [(100, 1, 256, 256), (100, 32, 256, 256)]
-BIDIR_SIZES: List[Size] = [(100, 32, 256, 256)]
+BIDIR_SIZES: List[Size] = [(100, 1, 256, 256), (100, 32, 256, 256)]
 CELL_SIZES: List[Size] = [(100, 1, 256, 256), (100, 32, 256, 256)]
 QUICK_CELL_SIZES: List[Size] = [(100, 32, 256, 256)]
 
@@ -42,6 +43,7 @@ MODE_HELP = {
     "LSTM_PROJ": "LSTM with proj_size = H // 2",
     "PACKED": "LSTM fed a PackedSequence of B sequences, lengths between T/2 and T, unsorted",
     "LSTM_BIDIR2": "2-layer bidirectional LSTM",
+    "GRU_BIDIR2": "2-layer bidirectional GRU",
     "CELLS": "RNNCell (tanh), LSTMCell, GRUCell stepped in a Python loop over T steps",
 }
 MODES = list(MODE_HELP)
@@ -84,7 +86,7 @@ class Case:
             return f"{self.mode} loop {shape}"
         if self.bidirectional or self.num_layers > 1:
             bidir = " bidir" if self.bidirectional else ""
-            return f"LSTM {self.num_layers}-layer{bidir} {shape}"
+            return f"{self.module} {self.num_layers}-layer{bidir} {shape}"
         return f"{self.mode} {shape}"
 
 
@@ -97,15 +99,15 @@ def cases_for_mode(mode: str, sizes: List[Size]) -> List[Case]:
         return [Case(mode, "LSTM", s, proj_size=s[3] // 2) for s in sizes]
     if mode == "PACKED":
         return [Case(mode, "LSTM", s, packed=True) for s in sizes]
-    if mode == "LSTM_BIDIR2":
-        return [Case(mode, "LSTM", s, num_layers=2, bidirectional=True) for s in sizes]
+    if mode in ("LSTM_BIDIR2", "GRU_BIDIR2"):
+        return [Case(mode, mode[:-7], s, num_layers=2, bidirectional=True) for s in sizes]
     if mode == "CELLS":
         return [Case(cell, cell, s) for s in sizes for cell in ("RNNCell", "LSTMCell", "GRUCell")]
     raise ValueError(f"unknown mode {mode}")
 
 
 def default_sizes(mode: str, quick: bool) -> List[Size]:
-    if mode == "LSTM_BIDIR2":
+    if mode in ("LSTM_BIDIR2", "GRU_BIDIR2"):
         return BIDIR_SIZES
     if mode == "CELLS":
         return QUICK_CELL_SIZES if quick else CELL_SIZES
@@ -149,6 +151,24 @@ def forward_flops(case: Case) -> float:
         per_row = (input_size + recurrent_size) * gates * H + H * case.proj_size
         total += 2.0 * rows * per_row * directions
     return total
+
+
+def recurrent_bytes(case: Case, element_bytes: int) -> int:
+    """Bytes of one layer-direction's recurrent weights (W_hh, and W_hr with a
+    projection): what a step of a small batch must read."""
+    _, _, _, H = case.size
+    gates = MODULES[case.module][3]
+    recurrent_size = case.proj_size or H
+    return element_bytes * (gates * H * recurrent_size + case.proj_size * H)
+
+
+def bandwidth_bound_seconds(case: Case, phase: str, gbps: float, element_bytes: int) -> float:
+    """The time to read every layer-direction's recurrent weights once per step
+    (twice with backward, whose recurrence reads W_hh again) at gbps."""
+    T = case.size[0]
+    directions = 2 if case.bidirectional else 1
+    reads = T * case.num_layers * directions * (2 if phase == "fwd+bwd" else 1)
+    return reads * recurrent_bytes(case, element_bytes) / (gbps * 1e9)
 
 
 def phase_flops(case: Case, phase: str) -> float:

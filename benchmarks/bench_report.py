@@ -4,8 +4,8 @@ import os
 from typing import Dict, List
 
 COLUMNS = ["case", "phase", "baseline", "rnnkern ms", "baseline ms", "speed-up", "GFLOP/s",
-           "% GEMM", "% peak"]
-NUMERIC = {"rnnkern ms", "baseline ms", "speed-up", "GFLOP/s", "% GEMM", "% peak"}
+           "% GEMM", "% peak", "% bw bound"]
+NUMERIC = {"rnnkern ms", "baseline ms", "speed-up", "GFLOP/s", "% GEMM", "% peak", "% bw bound"}
 
 
 def summary_line(info: Dict) -> str:
@@ -28,7 +28,9 @@ def table_cells(rows: List[Dict]) -> List[List[str]]:
         cells.append([r["case"] if new_case else "", r["phase"] if new_phase else "", r["baseline"],
                       f"{r['rnnkern_ms']:.2f}", f"{r['baseline_ms']:.2f}", f"{r['speedup']:.2f}x",
                       f"{r['rnnkern_gflops']:.1f}", f"{r['gemm_percent']:.0f}%",
-                      "-" if r.get("peak_percent") is None else f"{r['peak_percent']:.0f}%"])
+                      "-" if r.get("peak_percent") is None else f"{r['peak_percent']:.0f}%",
+                      "-" if r.get("bandwidth_percent") is None
+                      else f"{r['bandwidth_percent']:.0f}%"])
         previous_case, previous_phase = r["case"], r["phase"]
     return cells
 

@@ -104,6 +104,31 @@ double fma_peak_gflops(int64_t threads) {
   return best;
 }
 
+double read_bandwidth_gbps(int64_t bytes, int64_t threads) {
+  TORCH_CHECK(threads >= 1 && bytes >= 1, "rnnkern: threads and bytes must be positive");
+  const KernelTable& kt = kernels();
+  constexpr int64_t kBlock = 8 * 16;  // read_probe's unit (8 AVX-512 vectors)
+  const int64_t per = std::max<int64_t>(kBlock, bytes / 4 / threads / kBlock * kBlock);
+  const int64_t repeats = std::max<int64_t>(4, (int64_t{64} << 20) / per);
+  double best = 0;
+  for (int trial = 0; trial < 5; ++trial) {
+    double slowest = 0;
+#pragma omp parallel num_threads(threads) reduction(max : slowest)
+    {
+      float* buf = thread_scratch(3, per);
+      std::fill(buf, buf + per, 1.f);
+      kt.read_probe(buf, per, 2);  // into this core's caches
+#pragma omp barrier
+      const auto start = std::chrono::steady_clock::now();
+      volatile double sink = kt.read_probe(buf, per, repeats);
+      (void)sink;
+      slowest = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    best = std::max(best, 4.0 * per * repeats * threads / slowest * 1e-9);
+  }
+  return best;
+}
+
 void AlignedFloats::reset(int64_t count) {
   constexpr int64_t kAlignFloats = 16;
   storage.reset(new float[count + kAlignFloats]);
@@ -129,6 +154,9 @@ TORCH_LIBRARY_FRAGMENT(rnnkern, m) {
   // The FMA peak of the capability in use on `threads` threads, in GFLOP/s.
   m.def("_fma_peak_gflops(int threads) -> float",
         [](int64_t threads) { return cpu::fma_peak_gflops(threads); });
+  // GB/s of `threads` threads reading their shares of `bytes` from cache.
+  m.def("_read_bandwidth_gbps(int bytes, int threads) -> float",
+        [](int64_t bytes, int64_t threads) { return cpu::read_bandwidth_gbps(bytes, threads); });
 }
 
 }  // namespace rnnkern

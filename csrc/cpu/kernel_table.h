@@ -66,8 +66,9 @@ struct KernelTable {
   TypedKernels<double> f64;
   TypedKernels<c10::BFloat16> bf16;
   TypedKernels<c10::Half> f16;
-  // The FMA-throughput probe of this capability (isa/probe.h).
+  // The FMA-throughput and read-bandwidth probes of this capability (isa/probe.h).
   double (*fma_probe)(int64_t iters);
+  double (*read_probe)(const float* p, int64_t n, int64_t repeats);
 };
 
 template <typename T> const TypedKernels<T>& typed(const KernelTable& t);
@@ -87,6 +88,9 @@ std::string set_capability(const std::string& name);
 
 // GFLOP/s of the current capability's FMA probe on `threads` threads at once.
 double fma_peak_gflops(int64_t threads);
+// GB/s of `threads` threads each reading its own share of `bytes` again and
+// again (from the caches it fits in): the bound of a small batch's step.
+double read_bandwidth_gbps(int64_t bytes, int64_t threads);
 
 // A float buffer whose data is 64-byte aligned (a cache line; an AVX-512 vector).
 struct AlignedFloats {

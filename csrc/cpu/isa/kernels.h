@@ -10,7 +10,9 @@
 #include "pointwise.h"
 #include "probe.h"
 #include "small_gemm.h"
-// Uses small_gemm.h's kernels.
+// Use small_gemm.h's kernels.
+#include "resident.h"
+#include "spin_barrier.h"
 #include "small_batch.h"
 
 namespace rnnkern {
@@ -39,7 +41,8 @@ const KernelTable* table() {
                              typed_kernels<double>(),
                              typed_kernels<c10::BFloat16>(),
                              typed_kernels<c10::Half>(),
-                             &fma_probe};
+                             &fma_probe,
+                             &read_probe};
   return &t;
 }
 

@@ -13,9 +13,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "../../core/driver.h"
 #include "../../core/step_elements.h"

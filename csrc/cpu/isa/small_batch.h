@@ -6,7 +6,8 @@
 // step on them; in backward it runs their pointwise step and then their columns
 // of dh' = dgates W_hh. A thread therefore reads the same slice of W_hh at every
 // step, which stays in its core's cache for the whole sequence, and the threads
-// meet once per step at a barrier. At small batches the per-step GEMM + parallel
+// meet once per step at a spinning barrier (spin_barrier.h). In float, the
+// forward keeps its slice transposed for broadcast-FMAs (resident.h). At small batches the per-step GEMM + parallel
 // pointwise pass costs more in dispatch, thread wake-ups and weight traffic than
 // in arithmetic. Both entry points return false, having done nothing, where the
 // path does not apply (larger batches, the LSTM projection).
@@ -16,6 +17,9 @@ namespace rnnkern {
 namespace cpu {
 namespace RK_ISA_NS {
 namespace {
+
+// Sequences shorter than this run on W_hh as it is.
+constexpr int64_t kMinResidentSteps = 4;
 
 // Below this many weight elements per thread, one thread does it all.
 constexpr int64_t kMinWeightsPerThread = 16 * 1024;
@@ -31,8 +35,9 @@ UnitRange units_of(int64_t tid, int64_t threads, int64_t hidden) {
   return {std::min(hidden, tid * per), std::min(hidden, (tid + 1) * per)};
 }
 
-int64_t thread_count(int64_t weights) {
-  if (omp_in_parallel()) return 1;
+int64_t thread_count(int64_t weights, int64_t steps) {
+  // A step or two (a cell) costs less than waking the other threads for it.
+  if (omp_in_parallel() || steps < kMinResidentSteps) return 1;
   const int64_t wanted = weights / kMinWeightsPerThread;
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), wanted));
 }
@@ -41,11 +46,30 @@ bool applies(const LayerDims& dims, const SeqLayout& seq) {
   return seq.batch <= kSmallGemmMaxRows && dims.out == dims.hidden && seq.steps > 0;
 }
 
+// One thread of the loop: its units, and the barrier it meets the others at.
+struct Share {
+  UnitRange own;
+  SpinBarrier barrier;
+  int64_t tid;
+};
+
 template <Mode M, typename T>
 void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                    const ForwardBuffers<T>& buf, T* next, UnitRange own) {
+                    const ForwardBuffers<T>& buf, T* next, const Share& share) {
   const int64_t H = dims.hidden, G = gate_count(M), GH = G * H, B = seq.batch;
+  const UnitRange own = share.own;
   const int64_t width = own.end - own.begin;
+  // float: the own rows of W_hh, transposed, stay in this core's cache (once
+  // there are enough steps to pay for transposing them: about one step's work).
+  ResidentLayout layout{};
+  float* resident = nullptr;
+  if constexpr (std::is_same<T, float>::value) {
+    if (seq.steps >= kMinResidentSteps) {
+      layout = resident_layout(H, width, G, B);
+      resident = thread_scratch(3, layout.size());
+      pack_resident(buf.w_hh, H, own.begin, layout, resident);
+    }
+  }
   T* h_prev = buf.h;  // complete h' of every row; read by all threads
   T* h_next = next;   // written by each thread on its own units
   for (int64_t s = 0; s < seq.steps; ++s) {
@@ -64,7 +88,16 @@ void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                     width * sizeof(T));
       }
     }
-    for (int64_t g = 0; g < G; ++g) {  // the rows of W_hh for the own units
+    bool multiplied = false;
+    if constexpr (std::is_same<T, float>::value) {
+      if (resident != nullptr) {
+        resident_product(rows, h_prev, H, resident, layout,
+                         (M == Mode::GRU ? buf.gates_h : gates) + own.begin, GH, H,
+                         /*accumulate=*/M != Mode::GRU);
+        multiplied = true;
+      }
+    }
+    for (int64_t g = 0; g < G && !multiplied; ++g) {  // the rows of W_hh for the own units
       const int64_t n0 = g * H + own.begin, n1 = g * H + own.end;
       if (M == Mode::GRU) {
         dot_rows(rows, n0, n1, H, T(1), h_prev, H, buf.w_hh, H, T(0), buf.gates_h, GH);
@@ -79,15 +112,16 @@ void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
 #pragma omp simd
       for (int64_t j = own.begin; j < own.end; ++j) forward_element<M>(step, b, j);
     }
-#pragma omp barrier
+    share.barrier.arrive_and_wait(share.tid, s + 1);
     std::swap(h_prev, h_next);
   }
 }
 
 template <Mode M, typename T>
 void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                     const BackwardBuffers<T>& buf, UnitRange own) {
+                     const BackwardBuffers<T>& buf, const Share& share) {
   const int64_t H = dims.hidden, GH = gate_count(M) * H;
+  const UnitRange own = share.own;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = reverse ? s : seq.steps - 1 - s;
     const int64_t rows = seq.sizes[t];
@@ -108,7 +142,7 @@ void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
 #pragma omp simd
       for (int64_t j = own.begin; j < own.end; ++j) backward_element<M>(step, b, j);
     }
-#pragma omp barrier  // dh' needs the gate gradients of every unit
+    share.barrier.arrive_and_wait(share.tid, s + 1);  // dh' needs every unit's gate gradients
     // Own columns of dh' = dgates_h W_hh (+ the direct part the GRU step left).
     axpy_rows(rows, own.begin, own.end, GH, T(1), buf.dgates_h + off * GH, GH, buf.w_hh, H,
               M == Mode::GRU ? T(1) : T(0), buf.dh, H);
@@ -117,12 +151,17 @@ void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
 
 template <typename F>
 void run_threads(int64_t threads, int64_t hidden, const F& body) {
+  std::vector<PhaseCounter> counters(threads);
   if (threads == 1) {
-    body(UnitRange{0, hidden});
+    body(Share{UnitRange{0, hidden}, SpinBarrier(counters.data(), 1), 0});
     return;
   }
 #pragma omp parallel num_threads(threads)
-  body(units_of(omp_get_thread_num(), omp_get_num_threads(), hidden));
+  {
+    // OpenMP may give fewer threads than asked for: share among those there are.
+    const int64_t n = omp_get_num_threads(), tid = omp_get_thread_num();
+    body(Share{units_of(tid, n, hidden), SpinBarrier(counters.data(), n), tid});
+  }
 }
 
 template <typename T>
@@ -131,10 +170,10 @@ bool small_batch_forward(const LayerDims& dims, const SeqLayout& seq, bool rever
   if (!applies(dims, seq)) return false;
   const int64_t H = dims.hidden;
   T* next = reinterpret_cast<T*>(thread_scratch(2, seq.batch * H * sizeof(T) / sizeof(float)));
-  const int64_t threads = thread_count(gate_count(dims.mode) * H * H);
+  const int64_t threads = thread_count(gate_count(dims.mode) * H * H, seq.steps);
   dispatch_mode(dims.mode, [&](auto mode) {
-    run_threads(threads, H, [&](UnitRange own) {
-      forward_thread<decltype(mode)::value>(dims, seq, reverse, buf, next, own);
+    run_threads(threads, H, [&](const Share& share) {
+      forward_thread<decltype(mode)::value>(dims, seq, reverse, buf, next, share);
     });
   });
   if (seq.steps % 2 == 1) {  // the final state is in the other buffer
@@ -148,10 +187,10 @@ bool small_batch_backward(const LayerDims& dims, const SeqLayout& seq, bool reve
                           const BackwardBuffers<T>& buf) {
   if (!applies(dims, seq)) return false;
   const int64_t H = dims.hidden;
-  const int64_t threads = thread_count(gate_count(dims.mode) * H * H);
+  const int64_t threads = thread_count(gate_count(dims.mode) * H * H, seq.steps);
   dispatch_mode(dims.mode, [&](auto mode) {
-    run_threads(threads, H, [&](UnitRange own) {
-      backward_thread<decltype(mode)::value>(dims, seq, reverse, buf, own);
+    run_threads(threads, H, [&](const Share& share) {
+      backward_thread<decltype(mode)::value>(dims, seq, reverse, buf, share);
     });
   });
   return true;

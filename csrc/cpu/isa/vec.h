@@ -15,6 +15,7 @@ RK_INLINE void vstore(float* p, VecF v) { _mm512_storeu_ps(p, v); }
 RK_INLINE VecF vset1(float x) { return _mm512_set1_ps(x); }
 RK_INLINE VecF vfma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a, b, c); }
 RK_INLINE VecF vmul(VecF a, VecF b) { return _mm512_mul_ps(a, b); }
+RK_INLINE VecF vadd(VecF a, VecF b) { return _mm512_add_ps(a, b); }
 #elif RK_VEC_BYTES == 32
 using VecF = __m256;
 RK_INLINE VecF vzero() { return _mm256_setzero_ps(); }
@@ -23,6 +24,7 @@ RK_INLINE void vstore(float* p, VecF v) { _mm256_storeu_ps(p, v); }
 RK_INLINE VecF vset1(float x) { return _mm256_set1_ps(x); }
 RK_INLINE VecF vfma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
 RK_INLINE VecF vmul(VecF a, VecF b) { return _mm256_mul_ps(a, b); }
+RK_INLINE VecF vadd(VecF a, VecF b) { return _mm256_add_ps(a, b); }
 #elif RK_VEC_BYTES == 16
 typedef float VecF __attribute__((vector_size(16)));
 RK_INLINE VecF vzero() { return VecF{}; }
@@ -35,6 +37,7 @@ RK_INLINE void vstore(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
 RK_INLINE VecF vset1(float x) { return VecF{} + x; }
 RK_INLINE VecF vfma(VecF a, VecF b, VecF c) { return a * b + c; }
 RK_INLINE VecF vmul(VecF a, VecF b) { return a * b; }
+RK_INLINE VecF vadd(VecF a, VecF b) { return a + b; }
 #else
 #error "RK_VEC_BYTES must be 16, 32 or 64"
 #endif
