@@ -41,4 +41,17 @@ TORCH_LIBRARY(rnnkern, m) {
       "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
       "int batch, bool want_input) -> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, "
       "Tensor grad_gates, Tensor grad_gates_h, Tensor grad_h_out)");
+  // Both directions of a bidirectional layer, run at once where the backend can
+  // (bidirectional_op.h). Per direction, forward: [hx, cx, w_ih, w_hh, b_ih,
+  // b_hh, w_hr]; backward: [w_ih, w_hh, w_hr, output, saved_h_prev,
+  // saved_gates, saved_extra, grad_output, grad_hy, grad_cy]. Results as the
+  // one-direction ops', one list per direction.
+  m.def(
+      "layer_forward_bidirectional(int mode, Tensor input, Tensor? batch_sizes, "
+      "Tensor?[] forward, Tensor?[] reverse, bool train) -> (Tensor[] forward_results, "
+      "Tensor[] reverse_results)");
+  m.def(
+      "layer_backward_bidirectional(int mode, Tensor input, Tensor? batch_sizes, "
+      "Tensor?[] forward, Tensor?[] reverse, int batch, bool[4] output_mask) -> "
+      "(Tensor[] forward_grads, Tensor[] reverse_grads)");
 }

@@ -152,6 +152,14 @@ _SingleLevelLayer = type(
 _single_level_apply = _SingleLevelLayer.apply
 
 
+def _flat(args):
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            yield from a
+        else:
+            yield a
+
+
 def _base_tensor(t):
     while _functorch.is_functorch_wrapped_tensor(t):
         t = _functorch.get_unwrapped(t)
@@ -167,9 +175,9 @@ def _graph_of_backward_wanted(tensors) -> bool:
     differentiating transform (grad, jvp) sits below the level the tensors
     belong to, or plain autograd tracks them outside every transform. When in
     doubt, the differentiable path (always right, only slower)."""
+    tensors = [t for t in _flat(tensors) if isinstance(t, torch.Tensor)]
     if not _C._are_functorch_transforms_active():
         return _needs_autograd(tensors)
-    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
     own = max((_functorch.maybe_get_level(t) for t in tensors), default=-1)
     for interpreter in retrieve_all_functorch_interpreters():
         if interpreter.key() in (TransformType.Grad, TransformType.Jvp) and (
@@ -205,6 +213,7 @@ def _not_differentiable(op):
 _LAYER_FORWARD = torch.ops.rnnkern.layer_forward.default
 _lib = torch.library.Library("rnnkern", "IMPL")
 _lib.impl("layer_forward", _layer_forward_autograd, "Autograd", with_keyset=True)
-for _name in ("layer_backward", "layer_backward_data"):
+for _name in ("layer_backward", "layer_backward_data", "layer_forward_bidirectional",
+              "layer_backward_bidirectional"):
     _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default), "Autograd",
               with_keyset=True)

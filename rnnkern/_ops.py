@@ -24,6 +24,8 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 layer_forward = torch.ops.rnnkern.layer_forward
 layer_backward = torch.ops.rnnkern.layer_backward
 layer_backward_data = torch.ops.rnnkern.layer_backward_data
+layer_forward_bidirectional = torch.ops.rnnkern.layer_forward_bidirectional
+layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional
 cpu_capability = torch.ops.rnnkern.cpu_capability
 # Switches the CPU kernels to another instruction set the CPU has, returning the
 # previous one's name: for tests and benchmarks (see rnnkern.cpu_capability).
@@ -91,3 +93,18 @@ def _layer_backward_data_fake(mode, input, batch_sizes, w_ih, w_hh, w_hr, output
         like(mode == GRU, N, w_hh.shape[0]),
         like(w_hr is not None, N, R),
     )
+
+
+@torch.library.register_fake("rnnkern::layer_forward_bidirectional")
+def _layer_forward_bidirectional_fake(mode, input, batch_sizes, forward, reverse, train):
+    return tuple(list(_layer_forward_fake(mode, input, batch_sizes, *d, reverse=k == 1,
+                                          train=train))
+                 for k, d in enumerate((forward, reverse)))
+
+
+@torch.library.register_fake("rnnkern::layer_backward_bidirectional")
+def _layer_backward_bidirectional_fake(mode, input, batch_sizes, forward, reverse, batch,
+                                       output_mask):
+    return tuple(list(_layer_backward_fake(mode, input, batch_sizes, *d[:3], *d[3:7], *d[7:10],
+                                           k == 1, batch, output_mask))
+                 for k, d in enumerate((forward, reverse)))

@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import _autograd, _ops
+from . import _autograd, _bidirectional, _ops
 
 
 class RNNLayerFunction(_autograd.LayerFunction):
@@ -89,9 +89,19 @@ def rnn_stack(
     num_directions = 2 if bidirectional else 1
     h_n, c_n = [], []
     layer_input = input
+    together = bidirectional and _bidirectional.applies()
     for layer in range(num_layers):
         outputs = []
-        for direction in range(num_directions):
+        if together:  # both directions in one op call, at once
+            args = [(hx[i], cx[i] if cx is not None else None, *_unpack_weights(weights[i]))
+                    for i in (2 * layer, 2 * layer + 1)]
+            train = _needs_grad((layer_input, *args[0], *args[1]))
+            for output, h, c in _bidirectional.bidirectional_layer(
+                    _ops.MODE_IDS[mode], layer_input, batch_sizes, *args, train):
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c if mode == "LSTM" else None)
+        for direction in range(num_directions if not together else 0):
             index = layer * num_directions + direction
             w_ih, w_hh, b_ih, b_hh, w_hr = _unpack_weights(weights[index])
             output, h, c = rnn_layer(

@@ -73,6 +73,30 @@ def test_opcheck_layer_backward(mode, packed, proj):
         torch.testing.assert_close(dh_out.T @ extra[1], g_whr, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("mode,packed,proj", OP_CASES)
+def test_opcheck_bidirectional_ops(mode, packed, proj):
+    args = _layer_args(mode, packed, proj)
+    mode_id, x, batch_sizes = args[:3]
+    torch.manual_seed(1)
+    other = [t + 0.1 * torch.randn_like(t) if t is not None else None for t in args[3:10]]
+    directions = (list(args[3:10]), other)
+    forward_args = (mode_id, x, batch_sizes, *directions, True)
+    torch.library.opcheck(torch.ops.rnnkern.layer_forward_bidirectional.default, forward_args)
+    both = torch.ops.rnnkern.layer_forward_bidirectional(*forward_args)
+    backward_lists = []
+    for d, results in zip(directions, both):
+        single = torch.ops.rnnkern.layer_forward(mode_id, x, batch_sizes, *d, len(backward_lists)
+                                                 == 1, True)
+        for a, b in zip(results, single):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+        hx, cx, w_ih, w_hh, _, _, w_hr = d
+        backward_lists.append([w_ih, w_hh, w_hr, results[0], *results[3:],
+                               torch.randn_like(results[0]), torch.randn_like(results[1]),
+                               torch.randn_like(results[2]) if mode == "LSTM" else None])
+    backward_args = (mode_id, x, batch_sizes, *backward_lists, 3, [True, True, True, True])
+    torch.library.opcheck(torch.ops.rnnkern.layer_backward_bidirectional.default, backward_args)
+
+
 def test_op_is_differentiable_on_its_own():
     # The registered autograd formula equals the autograd.Function's.
     args = _layer_args("GRU", requires_grad=True)

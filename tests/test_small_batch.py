@@ -51,3 +51,29 @@ def test_packed_sequences_join_and_leave(capability, threads, mode):  # noqa: F8
 def test_read_bandwidth_probe_runs():
     gbps = torch.ops.rnnkern._read_bandwidth_gbps(1 << 18, 1)
     assert 0.1 < gbps < 100_000
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch", [1, 5, 12])
+def test_bidirectional_layers_run_both_directions_in_one_call(mode, batch, monkeypatch):
+    from rnnkern import _bidirectional, _ops
+    calls = []
+    real = _ops.layer_forward_bidirectional
+
+    def spy(*args):
+        calls.append(args[-1])
+        return real(*args)
+
+    ref, ours = make_pair(mode, 6, 20, num_layers=2, bidirectional=True)
+    x = torch.randn(7, batch, 6, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(_ops, "layer_forward_bidirectional", spy)
+    got = run_and_grad(ours, x, None, list(ours.parameters()))
+    assert calls == [True, True]  # one call per layer, both directions, saving for backward
+    monkeypatch.setattr(_bidirectional, "ENABLED", False)
+    separate = run_and_grad(ours, x, None, list(ours.parameters()))
+    want = run_and_grad(ref, x, None, list(ref.parameters()))
+    assert len(calls) == 2
+    for a, b, c in zip([got[0]] + got[1] + list(got[2]), [separate[0]] + separate[1] +
+                       list(separate[2]), [want[0]] + want[1] + list(want[2])):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+        torch.testing.assert_close(a, c, atol=1e-10, rtol=0)

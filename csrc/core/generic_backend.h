@@ -36,6 +36,12 @@ struct GenericLoopBackend {
   static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
     return false;
   }
+  // The two directions of a bidirectional layer: one after the other.
+  template <typename F>
+  static void both_directions(const F& body) {
+    body(0);
+    body(1);
+  }
 };
 
 }  // namespace rnnkern

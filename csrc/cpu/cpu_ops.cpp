@@ -1,11 +1,16 @@
 // The CPU backend of the driver, and the CPU kernels of the rnnkern ops.
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
+#include <omp.h>
 #include <torch/library.h>
 
 #include <cstring>
+#include <exception>
 #include <type_traits>
 
+#include "../core/bidirectional_op.h"
 #include "../core/layer_op.h"
 #include "../core/step_elements.h"
 #include "blas.h"
@@ -43,6 +48,34 @@ struct Backend {
     for (int64_t i = 0; i < n; ++i) add_element(dst, a, b, i);
   }
   static at::Tensor column_sum(const at::Tensor& x) { return at::sum(x, 0); }
+  // The two directions of a bidirectional layer at once, each on one thread
+  // (the kernels inside see a parallel region and stay on their thread), with
+  // the caller's thread-local state (grad mode, ...); sequential on one thread.
+  template <typename F>
+  static void both_directions(const F& body) {
+    if (at::get_num_threads() < 2 || omp_in_parallel()) {
+      body(0);
+      body(1);
+      return;
+    }
+    std::exception_ptr errors[2];
+    const at::ThreadLocalState state;
+#pragma omp parallel num_threads(2)
+    {
+      const at::ThreadLocalStateGuard guard(state);
+      const int tid = omp_get_thread_num(), n = omp_get_num_threads();
+      for (int d = tid; d < 2; d += n) {
+        try {
+          body(d);
+        } catch (...) {
+          errors[d] = std::current_exception();
+        }
+      }
+    }
+    for (const std::exception_ptr& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+  }
   static at::Tensor matmul(const at::Tensor& a, bool trans_a, const at::Tensor& b) {
     return cpu::matmul(a, trans_a, b);
   }
@@ -119,6 +152,8 @@ TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
   m.impl("layer_forward", &layer_forward<cpu::Backend>);
   m.impl("layer_backward", &layer_backward<cpu::Backend>);
   m.impl("layer_backward_data", &layer_backward_data<cpu::Backend>);
+  m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cpu::Backend>);
+  m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cpu::Backend>);
 }
 
 }  // namespace rnnkern

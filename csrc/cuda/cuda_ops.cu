@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../core/bidirectional_op.h"
 #include "../core/generic_backend.h"
 #include "../core/layer_op.h"
 #include "kernels.h"
@@ -128,6 +129,8 @@ TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
   m.impl("layer_forward", &layer_forward<cuda::Backend>);
   m.impl("layer_backward", &layer_backward<cuda::Backend>);
   m.impl("layer_backward_data", &layer_backward_data<cuda::Backend>);
+  m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cuda::Backend>);
+  m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cuda::Backend>);
 }
 
 }  // namespace rnnkern
