@@ -34,9 +34,21 @@ def test_dense_forward_and_backward(capability, threads, mode, batch, hidden):  
         _close(a, b, 1e-4)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_packed_sequences_join_and_leave(capability, threads, mode):  # noqa: F811
-    ref, ours = make_pair(mode, 5, 40, dtype=torch.float32)
+@pytest.mark.parametrize("batch,hidden,proj", [(1, 200, 72), (3, 33, 5), (8, 72, 40)])
+def test_projected_lstm(capability, threads, batch, hidden, proj):  # noqa: F811
+    ref, ours = make_pair("LSTM", 24, hidden, proj_size=proj, bidirectional=True,
+                          dtype=torch.float32)
+    x = torch.randn(12, batch, 24, requires_grad=True)
+    want = run_and_grad(ref, x, None, list(ref.parameters()))
+    got = run_and_grad(ours, x, None, list(ours.parameters()))
+    for a, b in zip([got[0]] + got[1] + list(got[2]), [want[0]] + want[1] + list(want[2])):
+        _close(a, b, 1e-4)
+
+
+@pytest.mark.parametrize("mode,proj", [(m, 0) for m in MODES] + [("LSTM", 17)])
+def test_packed_sequences_join_and_leave(capability, threads, mode, proj):  # noqa: F811
+    kwargs = {"proj_size": proj} if proj else {}
+    ref, ours = make_pair(mode, 5, 40, dtype=torch.float32, **kwargs)
     torch.manual_seed(3)
     seqs = [torch.randn(n, 5) for n in (9, 7, 7, 4, 1)]
     packed = pack_sequence(seqs)

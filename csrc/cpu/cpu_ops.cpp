@@ -97,8 +97,7 @@ struct Backend {
                                const ForwardBuffers<T>& buf) {
     // bfloat16 and half take the generic loop: their GEMMs go through ATen.
     if constexpr (std::is_floating_point<T>::value) {
-      return buf.w_hr == nullptr &&
-             typed<T>(kernels()).small_batch_forward(dims, seq, reverse, buf);
+      return typed<T>(kernels()).small_batch_forward(dims, seq, reverse, buf);
     }
     return false;
   }

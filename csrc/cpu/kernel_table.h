@@ -101,7 +101,8 @@ struct AlignedFloats {
 };
 
 // Per-thread scratch memory (64-byte aligned), reused across calls; slot
-// 0..3. Contents are undefined on return.
+// 0..4 (0, 1: the packed GEMM; 2-4: the small-batch loop). Contents are
+// undefined on return.
 float* thread_scratch(int slot, int64_t count);
 
 // One table per capability, defined in isa/<capability>.cpp (null where a

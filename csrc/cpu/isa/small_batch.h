@@ -46,52 +46,76 @@ bool applies(const LayerDims& dims, const SeqLayout& seq) {
   return seq.batch <= kSmallGemmMaxRows && dims.out == dims.hidden && seq.steps > 0;
 }
 
+// The projected LSTM runs here only on resident float weights.
+template <typename T>
+bool applies_forward(const LayerDims& dims, const SeqLayout& seq) {
+  if (dims.out == dims.hidden) return applies(dims, seq);
+  return std::is_same<T, float>::value && seq.batch <= kSmallGemmMaxRows &&
+         seq.steps >= kMinResidentSteps;
+}
+
 // One thread of the loop: its units, and the barrier it meets the others at.
 struct Share {
   UnitRange own;
   SpinBarrier barrier;
-  int64_t tid;
+  int64_t tid, threads;
 };
 
+// With a projection (h = (o * tanh(c)) W_hr^T, R < H entries) a step has two
+// phases: the gates and cell of the own hidden units, then, once every unit's
+// o * tanh(c) is there, the own entries of h from the thread's resident slice
+// of W_hr. Without one, h is the cell's output and a step is one phase.
 template <Mode M, typename T>
 void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                     const ForwardBuffers<T>& buf, T* next, const Share& share) {
-  const int64_t H = dims.hidden, G = gate_count(M), GH = G * H, B = seq.batch;
-  const UnitRange own = share.own;
-  const int64_t width = own.end - own.begin;
-  // float: the own rows of W_hh, transposed, stay in this core's cache (once
-  // there are enough steps to pay for transposing them: about one step's work).
-  ResidentLayout layout{};
+  const int64_t H = dims.hidden, R = dims.out, G = gate_count(M), GH = G * H, B = seq.batch;
+  const bool proj = buf.w_hr != nullptr;
+  const UnitRange own = share.own;  // hidden units: gates, c
+  const UnitRange mine = proj ? units_of(share.tid, share.threads, R) : own;  // entries of h
+  const int64_t width = own.end - own.begin, h_width = mine.end - mine.begin;
+  // float: the own rows of W_hh (and of W_hr), transposed, stay in this core's
+  // cache (once there are enough steps to pay for transposing them: about one
+  // step's work).
+  ResidentLayout layout{}, proj_layout{};
   float* resident = nullptr;
+  float* resident_proj = nullptr;
+  const bool use_resident = std::is_same<T, float>::value && seq.steps >= kMinResidentSteps;
   if constexpr (std::is_same<T, float>::value) {
-    if (seq.steps >= kMinResidentSteps) {
-      layout = resident_layout(H, width, G, B);
+    if (use_resident) {
+      layout = resident_layout(R, width, G, B);
       resident = thread_scratch(3, layout.size());
       pack_resident(buf.w_hh, H, own.begin, layout, resident);
+      if (proj) {
+        proj_layout = resident_layout(H, h_width, 1, B);
+        resident_proj = thread_scratch(4, proj_layout.size());
+        pack_resident(buf.w_hr, R, mine.begin, proj_layout, resident_proj);
+      }
     }
   }
   T* h_prev = buf.h;  // complete h' of every row; read by all threads
-  T* h_next = next;   // written by each thread on its own units
+  T* h_next = next;   // written by each thread on its own entries
+  int64_t phase = 0;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = reverse ? seq.steps - 1 - s : s;
     const int64_t rows = seq.sizes[t];
     const int64_t off = seq.offsets[t];
     T* gates = buf.gates + off * GH;
-    // Own units of every row into h_next: the pointwise step updates the active
-    // rows in place; rows not in this step carry their state over.
+    T* out = buf.output + off * R;
+    // Own entries of every row into h_next: the step updates the active rows;
+    // rows not in this step carry their state over.
     for (int64_t b = 0; b < B; ++b) {
-      std::memcpy(h_next + b * H + own.begin, h_prev + b * H + own.begin, width * sizeof(T));
+      std::memcpy(h_next + b * R + mine.begin, h_prev + b * R + mine.begin, h_width * sizeof(T));
     }
     if (buf.saved_h_prev != nullptr) {
       for (int64_t b = 0; b < rows; ++b) {
-        std::memcpy(buf.saved_h_prev + (off + b) * H + own.begin, h_prev + b * H + own.begin,
-                    width * sizeof(T));
+        std::memcpy(buf.saved_h_prev + (off + b) * R + mine.begin, h_prev + b * R + mine.begin,
+                    h_width * sizeof(T));
       }
     }
     bool multiplied = false;
     if constexpr (std::is_same<T, float>::value) {
-      if (resident != nullptr) {
-        resident_product(rows, h_prev, H, resident, layout,
+      if (use_resident) {
+        resident_product(rows, h_prev, R, resident, layout,
                          (M == Mode::GRU ? buf.gates_h : gates) + own.begin, GH, H,
                          /*accumulate=*/M != Mode::GRU);
         multiplied = true;
@@ -105,14 +129,33 @@ void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
         dot_rows(rows, n0, n1, H, T(1), h_prev, H, buf.w_hh, H, T(1), gates, GH);
       }
     }
-    const ForwardStep<T> step{M, rows, H, gates, buf.gates_h, buf.bias_hn, h_next, buf.c,
-                              buf.output + off * H,
+    T* h_raw = proj ? buf.h_raw + (buf.h_raw_saved ? off * H : 0) : nullptr;
+    const ForwardStep<T> step{M,
+                              rows,
+                              H,
+                              gates,
+                              buf.gates_h,
+                              buf.bias_hn,
+                              proj ? h_raw : h_next,
+                              buf.c,
+                              proj ? h_raw : out,
                               buf.saved_extra ? buf.saved_extra + off * H : nullptr};
     for (int64_t b = 0; b < rows; ++b) {
 #pragma omp simd
       for (int64_t j = own.begin; j < own.end; ++j) forward_element<M>(step, b, j);
     }
-    share.barrier.arrive_and_wait(share.tid, s + 1);
+    if constexpr (std::is_same<T, float>::value) {
+      if (proj) {  // every unit's o * tanh(c), then the own entries of h
+        share.barrier.arrive_and_wait(share.tid, ++phase);
+        resident_product(rows, h_raw, H, resident_proj, proj_layout, out + mine.begin, R, 0,
+                         /*accumulate=*/false);
+        for (int64_t b = 0; b < rows; ++b) {
+          std::memcpy(h_next + b * R + mine.begin, out + b * R + mine.begin,
+                      h_width * sizeof(T));
+        }
+      }
+    }
+    share.barrier.arrive_and_wait(share.tid, ++phase);
     std::swap(h_prev, h_next);
   }
 }
@@ -153,31 +196,32 @@ template <typename F>
 void run_threads(int64_t threads, int64_t hidden, const F& body) {
   std::vector<PhaseCounter> counters(threads);
   if (threads == 1) {
-    body(Share{UnitRange{0, hidden}, SpinBarrier(counters.data(), 1), 0});
+    body(Share{UnitRange{0, hidden}, SpinBarrier(counters.data(), 1), 0, 1});
     return;
   }
 #pragma omp parallel num_threads(threads)
   {
     // OpenMP may give fewer threads than asked for: share among those there are.
     const int64_t n = omp_get_num_threads(), tid = omp_get_thread_num();
-    body(Share{units_of(tid, n, hidden), SpinBarrier(counters.data(), n), tid});
+    body(Share{units_of(tid, n, hidden), SpinBarrier(counters.data(), n), tid, n});
   }
 }
 
 template <typename T>
 bool small_batch_forward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                          const ForwardBuffers<T>& buf) {
-  if (!applies(dims, seq)) return false;
-  const int64_t H = dims.hidden;
-  T* next = reinterpret_cast<T*>(thread_scratch(2, seq.batch * H * sizeof(T) / sizeof(float)));
-  const int64_t threads = thread_count(gate_count(dims.mode) * H * H, seq.steps);
+  if (!applies_forward<T>(dims, seq)) return false;
+  const int64_t H = dims.hidden, R = dims.out;
+  T* next = reinterpret_cast<T*>(thread_scratch(2, seq.batch * R * sizeof(T) / sizeof(float)));
+  const int64_t threads =
+      thread_count(gate_count(dims.mode) * H * R + (buf.w_hr != nullptr ? R * H : 0), seq.steps);
   dispatch_mode(dims.mode, [&](auto mode) {
     run_threads(threads, H, [&](const Share& share) {
       forward_thread<decltype(mode)::value>(dims, seq, reverse, buf, next, share);
     });
   });
   if (seq.steps % 2 == 1) {  // the final state is in the other buffer
-    std::memcpy(buf.h, next, seq.batch * H * sizeof(T));
+    std::memcpy(buf.h, next, seq.batch * R * sizeof(T));
   }
   return true;
 }
