@@ -17,14 +17,25 @@ _GATE_ORDER = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2]}
 _ONNX_OP = {"RNN_TANH": "RNN", "RNN_RELU": "RNN", "LSTM": "LSTM", "GRU": "GRU"}
 
 
-try:  # the exporter's own flag: torch.compile's tracer folds is_in_onnx_export() to False
+# The exporters' own flags, which is_in_onnx_export() reads (importing them on
+# every call, which a cell stepped from Python would pay each step);
+# torch.compile's tracer folds is_in_onnx_export() itself to False.
+try:
     from torch.onnx._internal.exporter import _flags
 except ImportError:  # pragma: no cover
     _flags = None
+try:
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+except ImportError:  # pragma: no cover
+    GLOBALS = None
 
 
 def exporting() -> bool:
-    return torch.onnx.is_in_onnx_export() or bool(getattr(_flags, "_is_onnx_exporting", False))
+    if _flags is None or GLOBALS is None:  # pragma: no cover
+        return torch.onnx.is_in_onnx_export() or bool(getattr(_flags, "_is_onnx_exporting", False))
+    if torch.compiler.is_compiling():  # the tracer does not go into GLOBALS' property
+        return bool(_flags._is_onnx_exporting)
+    return bool(_flags._is_onnx_exporting or GLOBALS.in_onnx_export)
 
 
 def _reorder(mode: str, w: Tensor) -> Tensor:

@@ -21,11 +21,13 @@ LSTM = MODE_IDS["LSTM"]
 GRU = MODE_IDS["GRU"]
 SUPPORTED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
-layer_forward = torch.ops.rnnkern.layer_forward
-layer_backward = torch.ops.rnnkern.layer_backward
-layer_backward_data = torch.ops.rnnkern.layer_backward_data
-layer_forward_bidirectional = torch.ops.rnnkern.layer_forward_bidirectional
-layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional
+# The overloads themselves: calling an OpOverloadPacket resolves the overload on
+# every call, which a cell stepped from Python pays each step.
+layer_forward = torch.ops.rnnkern.layer_forward.default
+layer_backward = torch.ops.rnnkern.layer_backward.default
+layer_backward_data = torch.ops.rnnkern.layer_backward_data.default
+layer_forward_bidirectional = torch.ops.rnnkern.layer_forward_bidirectional.default
+layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional.default
 cpu_capability = torch.ops.rnnkern.cpu_capability
 # Switches the CPU kernels to another instruction set the CPU has, returning the
 # previous one's name: for tests and benchmarks (see rnnkern.cpu_capability).
