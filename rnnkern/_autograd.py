@@ -58,9 +58,10 @@ class LayerFunction(torch.autograd.Function):
         ctx.mark_non_differentiable(*output[3:], *(output[2:3] if mode != _ops.LSTM else ()))
         ctx.mode, ctx.reverse, ctx.batch, ctx.trained = mode, reverse, hx.shape[0], train
         ctx.has_bias = b_ih is not None
-        ctx.save_for_backward(input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr,
-                              *output[:1], *output[3:])
-        ctx.save_for_forward(input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
+        saved = (input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr, *output[:1],
+                 *output[3:])
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, *_saved_grads):
@@ -72,7 +73,7 @@ class LayerFunction(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = ctx.saved_tensors
+        input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = ctx.saved_tensors[:9]
         primals = (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
         duals = [None if p is None else _reference.Dual(p, tangents[i])
                  for i, p in zip(_DIFFERENTIABLE, primals)]

@@ -25,7 +25,9 @@ class RNNLayerFunction(_autograd.LayerFunction):
 
     @classmethod
     def apply(cls, *args):
-        return super().apply(*args)[:3]
+        # Through LayerFunction itself: functorch re-enters the Function's own
+        # apply and must see all six outputs there.
+        return _autograd.LayerFunction.apply(*args)[:3]
 
 
 def _needs_grad(tensors: Sequence[Optional[Tensor]]) -> bool:

@@ -278,3 +278,29 @@ def test_op_under_torch_func():
     xs = torch.randn(4, *x.shape, dtype=torch.float64)
     torch.testing.assert_close(vmap(grad(f), in_dims=(0, None))(xs, w_hh),
                                torch.stack([grad(f)(xi, w_hh) for xi in xs]), atol=1e-12, rtol=0)
+
+
+def test_autograd_function_api_under_torch_func():
+    # The public autograd.Function, as the op is above: grad, jacfwd, and vmap of grad.
+    from rnnkern.functional import RNNLayerFunction
+    from test_gradcheck import _inputs
+    x, bs, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = [
+        a.detach() if a is not None else None for a in _inputs("GRU", 4, 3, 2, 3, True)]
+
+    def f(x, w_hh):
+        return RNNLayerFunction.apply(3, x, None, hx, None, w_ih, w_hh, b_ih, b_hh, None, True,
+                                      True)[0].pow(2).sum()
+
+    def ref(x, w_hh):
+        from rnnkern import _reference
+        return _reference.layer(3, x, None, hx, None, w_ih, w_hh, b_ih, b_hh, None,
+                                True)[0].pow(2).sum()
+
+    for transform in (grad, jacfwd):
+        for a, b in zip(transform(f, argnums=(0, 1))(x, w_hh),
+                        transform(ref, argnums=(0, 1))(x, w_hh)):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+    xs = torch.randn(3, *x.shape, dtype=torch.float64)
+    torch.testing.assert_close(vmap(grad(f, argnums=1), in_dims=(0, None))(xs, w_hh),
+                               torch.stack([grad(f, argnums=1)(xi, w_hh) for xi in xs]),
+                               atol=1e-12, rtol=0)
