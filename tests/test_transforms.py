@@ -256,51 +256,33 @@ def test_per_sample_gradients_are_one_folded_backward(monkeypatch):
     assert calls == [(T, 7, I)]
 
 
-def test_op_under_torch_func():
-    # The op itself, as the modules call it.
+@pytest.mark.parametrize("api,mode,reverse", [("op", "LSTM", False), ("function", "GRU", True)])
+def test_op_and_function_under_torch_func(api, mode, reverse):
+    # The op itself (as the modules call it) and the public autograd.Function:
+    # grad, jacfwd, and vmap of grad.
+    from rnnkern import _ops, _reference
+    from rnnkern.functional import RNNLayerFunction
     from test_gradcheck import _inputs
+    mode_id = _ops.MODE_IDS[mode]
     x, bs, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = [
-        a.detach() if a is not None else None for a in _inputs("LSTM", 4, 3, 2, 3, True)]
+        a.detach() if a is not None else None for a in _inputs(mode, 4, 3, 2, 3, True)]
+    layer = (RNNLayerFunction.apply if api == "function"
+             else lambda *a: torch.ops.rnnkern.layer_forward(*a)[:3])
 
     def f(x, w_hh):
-        return torch.ops.rnnkern.layer_forward(2, x, None, hx, cx, w_ih, w_hh, b_ih, b_hh, None,
-                                               False, True)[0].pow(2).sum()
+        return layer(mode_id, x, None, hx, cx, w_ih, w_hh, b_ih, b_hh, None, reverse,
+                     True)[0].pow(2).sum()
 
     def ref(x, w_hh):
-        from rnnkern import _reference
-        return _reference.layer(2, x, None, hx, cx, w_ih, w_hh, b_ih, b_hh, None,
-                                False)[0].pow(2).sum()
+        return _reference.layer(mode_id, x, None, hx, cx, w_ih, w_hh, b_ih, b_hh, None,
+                                reverse)[0].pow(2).sum()
 
     for transform in (grad, jacfwd):
         for a, b in zip(transform(f, argnums=(0, 1))(x, w_hh),
                         transform(ref, argnums=(0, 1))(x, w_hh)):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
     xs = torch.randn(4, *x.shape, dtype=torch.float64)
-    torch.testing.assert_close(vmap(grad(f), in_dims=(0, None))(xs, w_hh),
-                               torch.stack([grad(f)(xi, w_hh) for xi in xs]), atol=1e-12, rtol=0)
-
-
-def test_autograd_function_api_under_torch_func():
-    # The public autograd.Function, as the op is above: grad, jacfwd, and vmap of grad.
-    from rnnkern.functional import RNNLayerFunction
-    from test_gradcheck import _inputs
-    x, bs, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = [
-        a.detach() if a is not None else None for a in _inputs("GRU", 4, 3, 2, 3, True)]
-
-    def f(x, w_hh):
-        return RNNLayerFunction.apply(3, x, None, hx, None, w_ih, w_hh, b_ih, b_hh, None, True,
-                                      True)[0].pow(2).sum()
-
-    def ref(x, w_hh):
-        from rnnkern import _reference
-        return _reference.layer(3, x, None, hx, None, w_ih, w_hh, b_ih, b_hh, None,
-                                True)[0].pow(2).sum()
-
-    for transform in (grad, jacfwd):
-        for a, b in zip(transform(f, argnums=(0, 1))(x, w_hh),
-                        transform(ref, argnums=(0, 1))(x, w_hh)):
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
-    xs = torch.randn(3, *x.shape, dtype=torch.float64)
-    torch.testing.assert_close(vmap(grad(f, argnums=1), in_dims=(0, None))(xs, w_hh),
-                               torch.stack([grad(f, argnums=1)(xi, w_hh) for xi in xs]),
-                               atol=1e-12, rtol=0)
+    for argnums in (0, 1):
+        torch.testing.assert_close(
+            vmap(grad(f, argnums=argnums), in_dims=(0, None))(xs, w_hh),
+            torch.stack([grad(f, argnums=argnums)(xi, w_hh) for xi in xs]), atol=1e-12, rtol=0)
