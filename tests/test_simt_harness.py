@@ -76,3 +76,20 @@ def test_simt_harness_selftest(tmp_path, sanitize):
         # Generous bound (the target is well under 1 ms): catches stacks being
         # created per launch instead of pooled, not ordinary machine noise.
         assert barrier_us < 5000 and empty_us < 5000, (barrier_us, empty_us)
+
+
+GRID_SOURCE = os.path.join(ROOT, "tests", "simt", "grid_selftest.cpp")
+GRID_CHECKS = {"w1", "w2", "g1", "g2", "g3", "g4"}
+
+
+def test_simt_grid_selftest(tmp_path):
+    # Warp shuffles and votes, co-resident blocks meeting at grid_sync.h's
+    # barrier, the deadlock report of an oversized grid, and the weak memory
+    # model catching a missing release fence.
+    exe = tmp_path / "grid_selftest"
+    cmd = [CXX, *BASE_FLAGS, GRID_SOURCE, "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert set(re.findall(r"^PASS (\w+):", run.stdout, re.M)) == GRID_CHECKS, run.stdout

@@ -16,3 +16,10 @@
 #endif
 
 #define RK_HD_INLINE RK_HOST_DEVICE RK_INLINE
+
+// Device-only code (barriers, shuffles): plain inline under the emulation.
+#if defined(__CUDACC__)
+#define RK_DEVICE_INLINE __device__ __forceinline__
+#else
+#define RK_DEVICE_INLINE inline
+#endif

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "../cuda/launch_config.h"
+#include "../cuda/persistent_launch.h"
 #include "../core/aten_gemm.h"
 #include "../core/generic_backend.h"
 #include "../core/layer_op.h"
@@ -32,7 +33,54 @@ LaunchConfig& launch_config() {
   return config;
 }
 
+// The device the persistent kernels are planned for here, small enough that
+// the tests' sizes need several blocks, and what their launches claim.
+struct PersistentConfig {
+  bool enabled = false;
+  cuda::DeviceLimits limits{"emulated", 4, 48 * 1024, 49 * 1024, 65536, 2048, 32};
+  int64_t threads = 64;
+  int64_t resident = 0;  // co-resident blocks a launch claims; 0: what the occupancy says
+  int64_t launches = 0;  // persistent kernels run so far
+};
+
+PersistentConfig& persistent_config() {
+  static PersistentConfig config;
+  return config;
+}
+
+// The persistent kernels' Device (persistent_launch.h) on the emulation.
+struct EmulatedDevice {
+  static bool enabled() { return persistent_config().enabled; }
+  static cuda::DeviceLimits limits() { return persistent_config().limits; }
+  static int64_t max_threads() { return persistent_config().threads; }
+  static at::TensorOptions options() { return at::TensorOptions().device(at::kCPU); }
+  template <typename Args>
+  static bool launch(void (*kernel)(Args), const cuda::PersistentPlan& plan, const Args& args) {
+    const PersistentConfig& config = persistent_config();
+    // As the CUDA launcher: occupancy at the launch bound's worst-case registers.
+    const int64_t fits = cuda::blocks_per_sm(config.limits, plan.threads,
+                                             65536 / cuda::kPersistentThreads - 1,
+                                             plan.smem_bytes) * config.limits.sms;
+    if (config.resident == 0 && fits < plan.blocks) return false;
+    simt::launch_cooperative(static_cast<uint64_t>(config.resident > 0 ? config.resident : fits),
+                             kernel, dim3(plan.blocks), dim3(plan.threads), plan.smem_bytes,
+                             args);
+    ++persistent_config().launches;
+    return true;
+  }
+};
+
 struct Backend : GenericLoopBackend {
+  template <typename T>
+  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                               const ForwardBuffers<T>& buf) {
+    return cuda::persistent_forward<EmulatedDevice>(dims, seq, reverse, buf);
+  }
+  template <typename T>
+  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                                const BackwardBuffers<T>& buf) {
+    return cuda::persistent_backward<EmulatedDevice>(dims, seq, reverse, buf);
+  }
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
@@ -91,6 +139,44 @@ void set_launch_config(int64_t threads, int64_t max_blocks, int64_t schedule_see
   simt::set_schedule_seed(static_cast<uint64_t>(schedule_seed));
 }
 
+void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_t threads,
+                           int64_t resident, bool weak_memory) {
+  TORCH_CHECK(sms >= 1 && smem_bytes >= 1 && threads >= 32 && threads % 32 == 0 &&
+                  threads <= cuda::kPersistentThreads && resident >= 0,
+              "rnnkern_simt: bad persistent-kernel configuration");
+  PersistentConfig& config = persistent_config();
+  config.enabled = enabled;
+  config.limits.sms = sms;
+  config.limits.smem_per_block = smem_bytes;
+  config.limits.smem_per_sm = smem_bytes + 1024;  // CUDA reserves 1 KiB per block
+  config.threads = threads;
+  config.resident = resident;
+  simt::set_weak_memory(weak_memory);
+}
+
+int64_t persistent_launches() { return persistent_config().launches; }
+
+// The plan for a shape on a named device ("A100", "H100" or "emulated"):
+// [used, blocks, units, threads, tile, shared memory bytes, co-resident blocks
+// the occupancy allows at the launch bound's registers].
+std::vector<int64_t> persistent_plan(bool backward, int64_t mode, int64_t hidden, int64_t batch,
+                                     bool projection, at::ScalarType dtype,
+                                     const std::string& device) {
+  const cuda::DeviceLimits limits = device == "A100"   ? cuda::kA100
+                                    : device == "H100" ? cuda::kH100
+                                                       : persistent_config().limits;
+  const int64_t elem = c10::elementSize(dtype);
+  const int64_t acc = dtype == at::kDouble ? 8 : 4;
+  const cuda::PersistentPlan p = cuda::plan_persistent(
+      backward, checked_mode(mode), hidden, batch, projection, elem, acc, limits,
+      device == "emulated" ? persistent_config().threads : cuda::kPersistentThreads);
+  const int64_t resident =
+      p.use ? cuda::blocks_per_sm(limits, p.threads, 65536 / cuda::kPersistentThreads - 1,
+                                  p.smem_bytes) * limits.sms
+            : 0;
+  return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident};
+}
+
 // block_rows other than cuda::kSumRows is a wrong launch configuration, for
 // the test that shows the emulation catches one.
 at::Tensor column_sum(const at::Tensor& x, int64_t block_rows) {
@@ -120,6 +206,16 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
   // Threads per block and the grid cap of the 1-D kernels, and the seed of the
   // thread order inside blocks.
   m.def("set_launch_config(int threads, int max_blocks, int schedule_seed) -> ()");
+  // The persistent kernels: on/off, the emulated device (SMs, shared memory
+  // per block, threads per block), the co-resident blocks launches claim (0:
+  // what the occupancy computes) and the weak memory model.
+  m.def(
+      "set_persistent_config(bool enabled, int sms=4, int smem_bytes=49152, int threads=64, "
+      "int resident=0, bool weak_memory=True) -> ()");
+  m.def(
+      "persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
+      "ScalarType dtype, str device) -> int[]");
+  m.def("persistent_launches() -> int");
 }
 
 RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
@@ -131,6 +227,9 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
 
 RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CompositeExplicitAutograd, m) {
   m.impl("set_launch_config", &simt_ops::set_launch_config);
+  m.impl("set_persistent_config", &simt_ops::set_persistent_config);
+  m.impl("persistent_plan", &simt_ops::persistent_plan);
+  m.impl("persistent_launches", &simt_ops::persistent_launches);
 }
 
 }  // namespace rnnkern

@@ -2,22 +2,31 @@
 // run on the CPU, so kernels can be tested against the CPU ops without a GPU.
 //
 // Model:
-//  * Every thread of a block is a fiber (ucontext) with its own stack. Fibers
-//    run one at a time and switch only at __syncthreads(), so the code between
-//    two barriers runs as one uninterrupted piece per thread.
-//  * At each barrier round the threads run in a random order drawn from a
-//    seeded generator (set_schedule_seed). A race that a missing barrier allows
-//    therefore gives a wrong result for some seeds instead of passing by luck.
-//  * Blocks run one after another; blockIdx/blockDim/gridDim are plain globals.
+//  * Every thread is a fiber (ucontext, fiber.h) with its own stack. Fibers
+//    run one at a time and switch only where CUDA threads synchronise or wait:
+//    __syncthreads(), warp shuffles and votes, and polls of a spin loop
+//    (spin_load). The code between two such points runs as one piece.
+//  * The scheduler (scheduler.h) runs at most `resident` blocks at once (1 for
+//    a plain launch; a cooperative launch claims how many the device holds)
+//    and picks threads and blocks in a random order drawn from a seeded
+//    generator (set_schedule_seed), so a race that a missing barrier allows
+//    gives a wrong result for some seeds instead of passing by luck.
+//  * A deadlock (every thread waits and none can move; an oversized grid for
+//    a grid-wide barrier) and a barrier or warp op that only part of its
+//    threads reach make launch() throw after unwinding every thread.
+//  * Weak memory (set_weak_memory): a block's global_store()s stay invisible
+//    to other blocks until the block releases them: a __threadfence()
+//    followed by an atomic (a barrier's arrival), or the block's exit. A
+//    missing fence before a grid barrier's arrival thus shows as stale reads
+//    (a fence after the arrival does not help: the readers did not wait for
+//    it). Atomics and plain stores are always visible at once.
 //  * Shared memory is declared with RK_SHARED / RK_DYNAMIC_SHARED (include
-//    shared_memory.h from kernel headers) and is filled with 0xFF bytes (NaN
-//    for float and double) before each block, so a read before write shows.
-//  * A barrier that only part of the block reaches, or an exception thrown by
-//    a kernel, makes launch() throw after the block has been unwound.
+//    shared_memory.h from kernel headers), is private to each resident block
+//    and is filled with 0xFF bytes (NaN for float and double) before each
+//    block, so a read before write shows.
 //
-// Not provided: warp intrinsics, the __shared__ keyword (use RK_SHARED),
-// streams, and launches from several OS threads at once (the runtime state is
-// global).
+// Not provided: the __shared__ keyword (use RK_SHARED), streams, thread-block
+// clusters, mma fragments, and launches from several OS threads at once.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -28,19 +37,11 @@
 #define RNNKERN_SIMT_EMULATION 1
 #endif
 
-#include <sys/mman.h>
-#include <ucontext.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <exception>
 #include <memory>
-#include <new>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -48,9 +49,7 @@
 #include <utility>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/common_interface_defs.h>
-#endif
+#include "scheduler.h"
 
 // ---- CUDA keywords: all host code here ----
 #define __global__
@@ -60,225 +59,9 @@
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
 
-// ---- Built-in index types and variables ----
-struct uint3 {
-  unsigned int x, y, z;
-};
-
-struct dim3 {
-  unsigned int x, y, z;
-  constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1)
-      : x(vx), y(vy), z(vz) {}
-  constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
-  constexpr operator uint3() const { return {x, y, z}; }
-};
-
-// All fibers of a block share one OS thread, so the scheduler stores each
-// fiber's index and writes it here before resuming that fiber.
-inline thread_local uint3 threadIdx{0, 0, 0};
-inline uint3 blockIdx{0, 0, 0};
-inline dim3 blockDim;
-inline dim3 gridDim;
-
 namespace rnnkern {
 namespace simt {
 namespace detail {
-
-inline constexpr std::size_t kFiberStackBytes = 64 * 1024;
-inline constexpr std::uint64_t kDefaultSeed = 0x5eed5eed5eed5eedull;
-
-// Thrown out of __syncthreads() into the waiting fibers of an aborted block,
-// so their frames unwind (destructors run) before the stacks are reused.
-struct AbortBlock {};
-
-enum class FiberState : unsigned char { kReady, kAtBarrier, kDone };
-
-// One emulated thread. The stack is mmap'ed with a PROT_NONE page at its low
-// end, so an overflow faults instead of overwriting a neighbouring stack.
-struct Fiber {
-  ucontext_t ctx;
-  uint3 tid{0, 0, 0};
-  FiberState state = FiberState::kReady;
-  bool started = false;
-  void* asan_fake_stack = nullptr;
-  char* mapping = nullptr;
-  std::size_t guard_bytes = 0;
-
-  Fiber() {
-    guard_bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-    void* p = mmap(nullptr, guard_bytes + kFiberStackBytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    mapping = static_cast<char*>(p);
-    if (mprotect(mapping, guard_bytes, PROT_NONE) != 0 || getcontext(&ctx) != 0) {
-      munmap(mapping, guard_bytes + kFiberStackBytes);
-      throw std::runtime_error("rnnkern::simt: cannot set up a fiber stack");
-    }
-    ctx.uc_stack.ss_sp = stack();
-    ctx.uc_stack.ss_size = kFiberStackBytes;
-    ctx.uc_link = nullptr;  // fibers never return; they switch back explicitly
-  }
-  ~Fiber() { munmap(mapping, guard_bytes + kFiberStackBytes); }
-  Fiber(const Fiber&) = delete;
-  Fiber& operator=(const Fiber&) = delete;
-
-  char* stack() const { return mapping + guard_bytes; }
-};
-
-struct Runtime {
-  // Fibers (and their stacks) are pooled across blocks and launches; each
-  // lives behind a pointer because a ucontext_t must not move once used.
-  std::vector<std::unique_ptr<Fiber>> fibers;
-  std::vector<unsigned> order;
-  ucontext_t scheduler_ctx;
-  Fiber* running = nullptr;  // fiber being executed, null on the scheduler
-  bool in_launch = false;
-  bool aborting = false;
-  std::exception_ptr error;  // first exception a kernel thread threw
-  void (*body)(void*) = nullptr;
-  void* body_arg = nullptr;
-  std::uint64_t rng = kDefaultSeed;
-  std::uint64_t block_epoch = 0;  // bumped per block; RK_SHARED re-poisons on change
-  std::unique_ptr<unsigned char[]> dynamic_smem;
-  std::size_t dynamic_bytes = 0;
-  // Scheduler stack as reported by ASan, needed to annotate switches back.
-  const void* scheduler_stack = nullptr;
-  std::size_t scheduler_stack_bytes = 0;
-  void* scheduler_fake_stack = nullptr;
-};
-
-inline Runtime& runtime() {
-  static Runtime r;
-  return r;
-}
-
-// splitmix64: a fixed generator, so a seed means the same schedule everywhere
-// (std::shuffle and the std distributions differ between libraries).
-inline std::uint64_t next_random(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// ASan must be told about every stack switch, or unwinding an exception on a
-// fiber stack produces false reports. No-ops in a normal build.
-inline void asan_start_switch(void** fake_stack_save, const void* bottom, std::size_t bytes) {
-#if defined(__SANITIZE_ADDRESS__)
-  __sanitizer_start_switch_fiber(fake_stack_save, bottom, bytes);
-#else
-  (void)fake_stack_save;
-  (void)bottom;
-  (void)bytes;
-#endif
-}
-
-inline void asan_finish_switch(void* fake_stack_save, const void** old_bottom,
-                               std::size_t* old_bytes) {
-#if defined(__SANITIZE_ADDRESS__)
-  __sanitizer_finish_switch_fiber(fake_stack_save, old_bottom, old_bytes);
-#else
-  (void)fake_stack_save;
-  (void)old_bottom;
-  (void)old_bytes;
-#endif
-}
-
-// Switching must not fail; if it does, no state can be trusted any more.
-inline void switch_or_die(ucontext_t* from, ucontext_t* to) {
-  if (swapcontext(from, to) != 0) {
-    std::fputs("rnnkern::simt: swapcontext failed\n", stderr);
-    std::abort();
-  }
-}
-
-// Exceptions must not unwind across swapcontext, so every one is caught here
-// and handed to the scheduler, which rethrows it from launch().
-inline void fiber_entry() {
-  Runtime& r = runtime();
-  Fiber& self = *r.running;
-  asan_finish_switch(nullptr, &r.scheduler_stack, &r.scheduler_stack_bytes);
-  try {
-    r.body(r.body_arg);
-  } catch (const AbortBlock&) {
-    // Unwound on purpose by tear_down().
-  } catch (...) {
-    if (!r.error) r.error = std::current_exception();
-  }
-  self.state = FiberState::kDone;
-  asan_start_switch(nullptr, r.scheduler_stack, r.scheduler_stack_bytes);  // stack is dead
-  switch_or_die(&self.ctx, &r.scheduler_ctx);
-  std::abort();  // a finished fiber is never resumed
-}
-
-// Runs `f` until it reaches a barrier or finishes.
-inline void resume(Runtime& r, Fiber& f) {
-  threadIdx = f.tid;
-  r.running = &f;
-  f.started = true;
-  asan_start_switch(&r.scheduler_fake_stack, f.stack(), kFiberStackBytes);
-  switch_or_die(&r.scheduler_ctx, &f.ctx);
-  asan_finish_switch(r.scheduler_fake_stack, nullptr, nullptr);
-  r.running = nullptr;
-}
-
-// Unwinds every fiber that is suspended mid-kernel, so the block's stacks
-// hold no live frames when they are reused.
-inline void tear_down(Runtime& r, unsigned nthreads) {
-  r.aborting = true;
-  for (unsigned i = 0; i < nthreads; ++i) {
-    Fiber& f = *r.fibers[i];
-    if (f.started && f.state != FiberState::kDone) resume(r, f);
-  }
-  r.aborting = false;
-}
-
-inline std::string block_name() {
-  return "(" + std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
-         std::to_string(blockIdx.z) + ")";
-}
-
-inline void run_block(Runtime& r, dim3 block, unsigned nthreads) {
-  ++r.block_epoch;
-  if (r.dynamic_bytes > 0) std::memset(r.dynamic_smem.get(), 0xFF, r.dynamic_bytes);
-  for (unsigned i = 0; i < nthreads; ++i) {
-    Fiber& f = *r.fibers[i];
-    f.tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
-    f.state = FiberState::kReady;
-    f.started = false;
-    makecontext(&f.ctx, fiber_entry, 0);  // re-arms the pooled context at the entry
-    r.order[i] = i;
-  }
-  std::string failure;
-  for (;;) {
-    // One barrier round: every live thread runs to its next barrier or exit.
-    for (unsigned i = nthreads; i > 1; --i) {
-      std::swap(r.order[i - 1], r.order[next_random(r.rng) % i]);
-    }
-    for (unsigned i = 0; i < nthreads && !r.error; ++i) resume(r, *r.fibers[r.order[i]]);
-    if (r.error) break;
-    unsigned waiting = 0;
-    for (unsigned i = 0; i < nthreads; ++i) {
-      waiting += r.fibers[i]->state == FiberState::kAtBarrier;
-    }
-    if (waiting == 0) return;  // the whole block finished
-    if (waiting != nthreads) {
-      // On the GPU this hangs or is undefined; here it is a loud error.
-      failure = "rnnkern::simt: divergent __syncthreads() in block " + block_name() + ": " +
-                std::to_string(waiting) + " of " + std::to_string(nthreads) +
-                " threads wait at a barrier the others exited without reaching";
-      break;
-    }
-    for (unsigned i = 0; i < nthreads; ++i) r.fibers[i]->state = FiberState::kReady;
-  }
-  tear_down(r, nthreads);
-  if (r.error) std::rethrow_exception(std::exchange(r.error, nullptr));
-  throw std::runtime_error(failure);
-}
-
-inline std::string dims_name(dim3 d) {
-  return "(" + std::to_string(d.x) + "," + std::to_string(d.y) + "," + std::to_string(d.z) + ")";
-}
 
 // The limits of current NVIDIA GPUs; CUDA fails such a launch with
 // cudaErrorInvalidConfiguration.
@@ -295,20 +78,27 @@ inline void validate(dim3 grid, dim3 block) {
 }
 
 inline void run_grid(dim3 grid, dim3 block, std::size_t dynamic_shared_bytes,
-                     void (*body)(void*), void* body_arg) {
+                     std::uint64_t resident, void (*body)(void*), void* body_arg) {
   Runtime& r = runtime();
   if (r.in_launch) {
     throw std::logic_error("rnnkern::simt::launch: launching from inside a kernel");
   }
   validate(grid, block);
-  const unsigned nthreads = block.x * block.y * block.z;
-  while (r.fibers.size() < nthreads) r.fibers.push_back(std::make_unique<Fiber>());
-  r.order.resize(r.fibers.size());
-  if (!r.dynamic_smem || r.dynamic_bytes != dynamic_shared_bytes) {
-    // Exactly the requested size, so ASan can flag an overrun.
-    r.dynamic_smem.reset(new unsigned char[dynamic_shared_bytes]);
-    r.dynamic_bytes = dynamic_shared_bytes;
+  if (resident < 1) throw std::invalid_argument("rnnkern::simt::launch: resident blocks < 1");
+  const std::uint64_t blocks = std::uint64_t{grid.x} * grid.y * grid.z;
+  const unsigned slots = static_cast<unsigned>(std::min(resident, blocks));
+  r.threads = block.x * block.y * block.z;
+  while (r.fibers.size() < std::size_t{slots} * r.threads) {
+    r.fibers.push_back(std::make_unique<Fiber>());
   }
+  if (r.slots.size() < slots) r.slots.resize(slots);
+  for (Slot& s : r.slots) {
+    if (!s.dynamic_smem || r.dynamic_bytes != dynamic_shared_bytes) {
+      // Exactly the requested size, so ASan can flag an overrun.
+      s.dynamic_smem.reset(new unsigned char[dynamic_shared_bytes]);
+    }
+  }
+  r.dynamic_bytes = dynamic_shared_bytes;
 
   struct LaunchScope {
     Runtime& r;
@@ -324,14 +114,7 @@ inline void run_grid(dim3 grid, dim3 block, std::size_t dynamic_shared_bytes,
   r.error = nullptr;
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; ++z) {
-    for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = {x, y, z};
-        run_block(r, block, nthreads);
-      }
-    }
-  }
+  run_blocks(r, grid, block, slots);
 }
 
 inline Runtime& runtime_in_kernel(const char* what) {
@@ -342,50 +125,154 @@ inline Runtime& runtime_in_kernel(const char* what) {
   return r;
 }
 
-// Storage behind one RK_SHARED declaration: a function-local static, so all
-// blocks use the same array, re-poisoned when a block first reaches it.
-// Zero-initialised (epoch 0 never matches), hence no static-init guard.
+// Storage behind one RK_SHARED declaration: one array per resident block,
+// re-poisoned when a new block first reaches it.
 template <typename T, std::size_t N>
 struct SharedArray {
   static_assert(std::is_trivially_copyable_v<T>, "shared memory holds plain data");
   using Array = T[N];
-  std::uint64_t epoch;
-  Array data;
+  struct Entry {
+    std::uint64_t epoch = 0;
+    Array data;
+  };
+  std::vector<std::unique_ptr<Entry>> per_slot;
 
   Array& acquire() {
     Runtime& r = runtime_in_kernel("RK_SHARED");
-    if (epoch != r.block_epoch) {
-      std::memset(static_cast<void*>(data), 0xFF, sizeof(data));
-      epoch = r.block_epoch;
+    const unsigned slot = r.running->slot;
+    while (per_slot.size() <= slot) per_slot.push_back(std::make_unique<Entry>());
+    Entry& e = *per_slot[slot];
+    if (e.epoch != r.slots[slot].epoch) {
+      std::memset(static_cast<void*>(e.data), 0xFF, sizeof(e.data));
+      e.epoch = r.slots[slot].epoch;
     }
-    return data;
+    return e.data;
   }
 };
 
 inline unsigned char* dynamic_shared_memory() {
-  return runtime_in_kernel("RK_DYNAMIC_SHARED").dynamic_smem.get();
+  Runtime& r = runtime_in_kernel("RK_DYNAMIC_SHARED");
+  return r.slots[r.running->slot].dynamic_smem.get();
+}
+
+template <typename T>
+std::uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "at most 8 bytes");
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  return bits;
+}
+
+template <typename T>
+T from_bits(std::uint64_t bits) {
+  T v;
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+inline std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, int param,
+                             int width) {
+  Runtime& r = runtime_in_kernel("a warp-synchronous op");
+  Fiber& self = *r.running;
+  const unsigned thread = (self.tid.z * blockDim.y + self.tid.y) * blockDim.x + self.tid.x;
+  if (!(mask >> (thread % 32) & 1u)) {
+    throw std::logic_error("rnnkern::simt: a warp op's mask must include the calling lane");
+  }
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+    throw std::logic_error("rnnkern::simt: a shuffle's width must be a power of 2 up to 32");
+  }
+  self.warp.op = op;
+  self.warp.mask = mask;
+  self.warp.value = value;
+  self.warp.param = param;
+  self.warp.width = width;
+  wait_as(r, FiberState::kAtWarp);
+  return self.warp.result;
 }
 
 }  // namespace detail
 
-// Thread order inside each barrier round is a random permutation drawn from
-// this seed; the generator then runs on across launches.
+// Thread order inside each round is a random permutation drawn from this
+// seed; the generator then runs on across launches.
 inline void set_schedule_seed(std::uint64_t seed) { detail::runtime().rng = seed; }
 
-// kernel<<<grid, block, dynamic_shared_bytes>>>(args...), run to completion.
-// Arguments are converted to the kernel's parameter types once, as CUDA copies
-// them at launch; each thread then gets its own copy. Throws
-// std::invalid_argument for a bad configuration, std::runtime_error for a
-// divergent barrier, and rethrows the first exception a kernel thread threw.
-// Not thread-safe: launch from one OS thread at a time.
+// Global stores through global_store() become visible to other blocks only at
+// the storing block's next __threadfence() (or its exit).
+inline void set_weak_memory(bool on) { detail::runtime().weak_memory = on; }
+
+// kernel<<<grid, block, dynamic_shared_bytes>>>(args...), run to completion,
+// one block at a time. Arguments are converted to the kernel's parameter types
+// once, as CUDA copies them at launch; each thread then gets its own copy.
+// Throws std::invalid_argument for a bad configuration, std::runtime_error for
+// a divergent barrier or a deadlock, and rethrows the first exception a kernel
+// thread threw. Not thread-safe: launch from one OS thread at a time.
 template <typename... KArgs, typename... Args>
-void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t dynamic_shared_bytes,
-            Args&&... args) {
+void launch_resident(std::uint64_t resident_blocks, void (*kernel)(KArgs...), dim3 grid,
+                     dim3 block, std::size_t dynamic_shared_bytes, Args&&... args) {
   static_assert(sizeof...(KArgs) == sizeof...(Args), "wrong number of kernel arguments");
   std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
   auto body = [&] { std::apply(kernel, params); };
-  detail::run_grid(grid, block, dynamic_shared_bytes,
+  detail::run_grid(grid, block, dynamic_shared_bytes, resident_blocks,
                    [](void* p) { (*static_cast<decltype(body)*>(p))(); }, &body);
+}
+
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t dynamic_shared_bytes,
+            Args&&... args) {
+  launch_resident(1, kernel, grid, block, dynamic_shared_bytes, std::forward<Args>(args)...);
+}
+
+// A cooperative launch (cudaLaunchCooperativeKernel) on a device that holds
+// `resident_blocks` of these blocks at once: at most that many run
+// concurrently, so a grid larger than that deadlocks at its first grid-wide
+// barrier, which launch reports. (CUDA refuses such a launch up front; the
+// host code must check occupancy itself, and this shows what a wrong check
+// would do to an ordinary launch.)
+template <typename... KArgs, typename... Args>
+void launch_cooperative(std::uint64_t resident_blocks, void (*kernel)(KArgs...), dim3 grid,
+                        dim3 block, std::size_t dynamic_shared_bytes, Args&&... args) {
+  launch_resident(resident_blocks, kernel, grid, block, dynamic_shared_bytes,
+                  std::forward<Args>(args)...);
+}
+
+// Memory the blocks of a grid exchange: a store held back under the weak
+// memory model, a load that sees its own block's held-back stores.
+template <typename T>
+void global_store(T* p, T v) {
+  detail::Runtime& r = detail::runtime();
+  ++r.memory_version;
+  if (!r.weak_memory || r.running == nullptr) {
+    *p = v;
+    return;
+  }
+  detail::Slot& s = r.slots[r.running->slot];
+  void* address = static_cast<void*>(p);
+  auto it = s.latest.find(address);
+  // Overwrite a held-back store in place only if no fence came after it.
+  if (it != s.latest.end() && it->second >= s.fenced && s.stores[it->second].bytes == sizeof(T)) {
+    s.stores[it->second].bits = detail::to_bits(v);
+  } else {
+    s.latest[address] = s.stores.size();
+    s.stores.push_back({address, sizeof(T), detail::to_bits(v)});
+  }
+}
+
+template <typename T>
+T global_load(const T* p) {
+  detail::Runtime& r = detail::runtime();
+  if (r.weak_memory && r.running != nullptr) {
+    const detail::Slot& s = r.slots[r.running->slot];
+    auto it = s.latest.find(const_cast<void*>(static_cast<const void*>(p)));
+    if (it != s.latest.end()) return detail::from_bits<T>(s.stores[it->second].bits);
+  }
+  return *p;
+}
+
+// One poll of a spin loop: lets the other threads run, then reads.
+template <typename T>
+T spin_load(const T* p) {
+  detail::wait_as(detail::runtime_in_kernel("spin_load"), detail::FiberState::kSpinning);
+  return *static_cast<const volatile T*>(p);
 }
 
 }  // namespace simt
@@ -397,36 +284,85 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t dynamic
 // this fiber once every thread of the block has arrived.
 inline void __syncthreads() {
   using namespace rnnkern::simt::detail;
-  Runtime& r = runtime_in_kernel("__syncthreads()");
-  Fiber& self = *r.running;
-  self.state = FiberState::kAtBarrier;
-  asan_start_switch(&self.asan_fake_stack, r.scheduler_stack, r.scheduler_stack_bytes);
-  switch_or_die(&self.ctx, &r.scheduler_ctx);
-  asan_finish_switch(self.asan_fake_stack, nullptr, nullptr);
-  if (r.aborting) throw AbortBlock{};
+  wait_as(runtime_in_kernel("__syncthreads()"), FiberState::kAtBarrier);
 }
 
-// Fibers of a block never run in parallel and blocks run one after another,
-// so a plain read-modify-write is atomic here. Returns the old value.
-inline float atomicAdd(float* address, float val) {
-  const float old = *address;
+// Orders this block's held-back global stores before its next atomic, which
+// then makes them visible to all blocks (the weak memory model's release;
+// cumulative over the block, as after a __syncthreads() on the GPU).
+inline void __threadfence() {
+  using namespace rnnkern::simt::detail;
+  Runtime& r = runtime();
+  if (r.running != nullptr) r.slots[r.running->slot].fenced = r.slots[r.running->slot].stores.size();
+}
+inline void __threadfence_block() {}
+
+// Fibers never run in parallel, so a plain read-modify-write is atomic here.
+// Returns the old value. Atomics are visible to every block at once.
+inline void rk_simt_release() {
+  using namespace rnnkern::simt::detail;
+  Runtime& r = runtime();
+  ++r.memory_version;
+  if (r.running != nullptr) {
+    Slot& s = r.slots[r.running->slot];
+    if (s.fenced > 0) flush_stores(r, s, s.fenced);
+  }
+}
+template <typename V>
+inline V rk_simt_atomic_add(V* address, V val) {
+  rk_simt_release();
+  const V old = *address;
   *address = old + val;
   return old;
 }
-inline double atomicAdd(double* address, double val) {
-  const double old = *address;
-  *address = old + val;
-  return old;
-}
+inline float atomicAdd(float* address, float val) { return rk_simt_atomic_add(address, val); }
+inline double atomicAdd(double* address, double val) { return rk_simt_atomic_add(address, val); }
 inline unsigned int atomicAdd(unsigned int* address, unsigned int val) {
-  const unsigned int old = *address;
-  *address = old + val;
-  return old;
+  return rk_simt_atomic_add(address, val);
 }
 inline int atomicAdd(int* address, int val) {  // wraps on overflow, as on the GPU
+  rk_simt_release();
   const int old = *address;
   *address = static_cast<int>(static_cast<unsigned int>(old) + static_cast<unsigned int>(val));
   return old;
+}
+
+// Warp shuffles and votes: every lane named in `mask` must reach the same op.
+template <typename T>
+T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32) {
+  using namespace rnnkern::simt::detail;
+  return from_bits<T>(warp_op(WarpOp::kShflIdx, mask, to_bits(var), src_lane, width));
+}
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {
+  using namespace rnnkern::simt::detail;
+  return from_bits<T>(warp_op(WarpOp::kShflXor, mask, to_bits(var), lane_mask, width));
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {
+  using namespace rnnkern::simt::detail;
+  return from_bits<T>(
+      warp_op(WarpOp::kShflDown, mask, to_bits(var), static_cast<int>(delta), width));
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {
+  using namespace rnnkern::simt::detail;
+  return from_bits<T>(
+      warp_op(WarpOp::kShflUp, mask, to_bits(var), static_cast<int>(delta), width));
+}
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  using namespace rnnkern::simt::detail;
+  return static_cast<unsigned>(warp_op(WarpOp::kBallot, mask, predicate != 0, 0, 32));
+}
+inline int __all_sync(unsigned mask, int predicate) {
+  return __ballot_sync(mask, predicate) == mask;
+}
+inline int __any_sync(unsigned mask, int predicate) {
+  return __ballot_sync(mask, predicate) != 0;
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  using namespace rnnkern::simt::detail;
+  warp_op(WarpOp::kSync, mask, 0, 0, 32);
 }
 
 // Fast-math intrinsics, here at full precision. C linkage because glibc's

@@ -1,0 +1,198 @@
+// Persistent kernels: the whole time loop of one layer-direction in one
+// launch, with this block's share of W_hh read from global memory once and
+// kept in shared memory for every step.
+//
+// Each block owns `units` consecutive hidden units j. Forward, it keeps all
+// the gate rows of its units (W_hh[g*H + j, :]), so the gate math and c stay
+// in the block and only h is exchanged: each step writes h into that step's
+// own rows of the output, which the next step reads, so one grid barrier per
+// step suffices (nothing is overwritten that a slower block may still read).
+// Backward, it keeps the columns W_hh[:, j] of its units: a step first runs
+// the pointwise backward of its units (dgates out, into the step's own rows),
+// then, after one barrier, reads every unit's gate gradients to form its
+// units' share of dh' = dgates_h W_hh. The weight gradients stay one GEMM each
+// after the loop (layer_op.h).
+//
+// The per-element math and memory layout are step_elements.h's, as in the
+// per-step kernels; the values other blocks read go through exchange_store,
+// staged through a row-private buffer (`stage`) because forward_element and
+// backward_element write with plain stores. A grid of one block (the tier for
+// small H) never touches global memory for the barrier.
+#pragma once
+
+#include <ATen/OpMathType.h>
+
+#include "../core/step_elements.h"
+#include "grid_sync.h"
+#include "persistent_common.h"
+
+namespace rnnkern {
+namespace cuda {
+
+template <typename T>
+struct PersistentForwardArgs {
+  SeqSteps seq;
+  int64_t hidden;
+  int64_t units;  // hidden units per block
+  int64_t tile;   // rows of h per pass over the weights
+  const T* w_hh;  // [G*H, H]
+  const T* bias_hn;
+  T* gates;    // [N, G*H]: input projection in, activations out
+  T* gates_h;  // GRU: [B, 3H] scratch
+  T* h;        // [B, H]: h0 in, h_n out
+  T* c;        // LSTM: [B, H]
+  T* output;   // [N, H]
+  T* saved_h_prev;
+  T* saved_extra;
+  T* stage;           // [B, H] scratch, element (b, j) private to its thread
+  unsigned* barrier;  // zero at launch
+};
+
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_forward_kernel(const PersistentForwardArgs<T> p) {
+  using A = at::opmath_type<T>;
+  constexpr int64_t G = gates_of<M>();
+  const int64_t H = p.hidden, U = p.units, GH = G * H, GU = G * U;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t units = H - j0 < U ? H - j0 : U;
+  RK_DYNAMIC_SHARED(unsigned char, smem);
+  A* hs = reinterpret_cast<A*>(smem);  // [tile, H]
+  A* sums = hs + p.tile * H;           // [tile, G*U]
+  T* w = reinterpret_cast<T*>(sums + p.tile * GU);
+  for (int64_t i = threadIdx.x; i < GU * H; i += blockDim.x) {
+    const int64_t g = i / H / U, u = i / H % U, k = i % H;
+    w[i] = u < units ? p.w_hh[(g * H + j0 + u) * H + k] : T(0);
+  }
+  const SeqSteps& seq = p.seq;
+  for (int64_t s = 0; s < seq.steps; ++s) {
+    const int64_t t = seq.forward_time(s);
+    const int64_t rows = seq.rows(t), off = seq.offset(t);
+    const int64_t t_prev = seq.reverse ? t + 1 : t - 1;
+    const int64_t rows_prev = s > 0 ? seq.rows(t_prev) : 0;
+    const T* out_prev = s > 0 ? p.output + seq.offset(t_prev) * H : nullptr;
+    T* gates = p.gates + off * GH;
+    for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
+      const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
+      __syncthreads();  // the previous pass is done with hs and sums
+      for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) {
+        const int64_t b = b0 + i / H, k = i % H;
+        // Rows that were active last step continue from it; the others start.
+        hs[i] = A(b < rows_prev ? exchange_load(out_prev + b * H + k) : p.h[b * H + k]);
+      }
+      __syncthreads();
+      block_matvec(w, GU, H, hs, nb, sums, GU);
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
+        const int64_t lb = i / units, u = i % units, b = b0 + lb, j = j0 + u;
+        const T h_prev = T(hs[lb * H + j]);
+        if (p.saved_h_prev != nullptr) p.saved_h_prev[(off + b) * H + j] = h_prev;
+        for (int64_t g = 0; g < G; ++g) {
+          const A sum = sums[lb * GU + g * U + u];
+          if (M == Mode::GRU) {
+            p.gates_h[b * GH + g * H + j] = T(sum);
+          } else {
+            T& gate = gates[b * GH + g * H + j];
+            gate = T(A(gate) + sum);
+          }
+        }
+        p.stage[b * H + j] = h_prev;  // the GRU reads h' from its output slot
+        const ForwardStep<T> step{M,       rows,    H,           gates,
+                                  p.gates_h, p.bias_hn, p.stage, p.c,
+                                  p.stage, p.saved_extra ? p.saved_extra + off * H : nullptr};
+        forward_element<M>(step, b, j);
+        exchange_store(p.output + (off + b) * H + j, p.stage[b * H + j]);
+      }
+    }
+    // The last barrier also keeps h0 (p.h) intact until every block has read it.
+    grid_barrier(p.barrier, static_cast<unsigned>(s + 1));
+  }
+  for (int64_t i = threadIdx.x; i < seq.batch * units; i += blockDim.x) {
+    const int64_t b = i / units, j = j0 + i % units;
+    p.h[b * H + j] = exchange_load(p.output + (seq.offset(seq.last_time(b)) + b) * H + j);
+  }
+}
+
+template <typename T>
+struct PersistentBackwardArgs {
+  SeqSteps seq;
+  int64_t hidden;
+  int64_t units;
+  int64_t tile;
+  const T* w_hh;  // [G*H, H]
+  const T* gates;
+  const T* extra;
+  const T* h_prev;
+  const T* output;
+  const T* grad_output;
+  T* dh;        // [B, H] state
+  T* dc;        // LSTM: [B, H] state
+  T* dgates;    // [N, G*H]
+  T* dgates_h;  // [N, G*H]; equal to dgates except for the GRU
+  T* stage;     // [B, G*H] scratch, element (b, g*H + j) private to its thread
+  unsigned* barrier;
+};
+
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_backward_kernel(const PersistentBackwardArgs<T> p) {
+  using A = at::opmath_type<T>;
+  constexpr int64_t G = gates_of<M>();
+  const int64_t H = p.hidden, U = p.units, GH = G * H;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t units = H - j0 < U ? H - j0 : U;
+  RK_DYNAMIC_SHARED(unsigned char, smem);
+  A* ds = reinterpret_cast<A*>(smem);  // [tile, G*H]
+  A* sums = ds + p.tile * GH;          // [tile, U]
+  T* w = reinterpret_cast<T*>(sums + p.tile * U);
+  for (int64_t i = threadIdx.x; i < U * GH; i += blockDim.x) {
+    const int64_t u = i / GH, r = i % GH;
+    w[i] = u < units ? p.w_hh[r * H + j0 + u] : T(0);
+  }
+  const SeqSteps& seq = p.seq;
+  for (int64_t s = 0; s < seq.steps; ++s) {
+    const int64_t t = seq.forward_time(seq.steps - 1 - s);  // backward walks the other way
+    const int64_t rows = seq.rows(t), off = seq.offset(t);
+    const BackwardStep<T> step{M,
+                               rows,
+                               H,
+                               p.gates + off * GH,
+                               p.extra ? p.extra + off * H : nullptr,
+                               p.h_prev + off * H,
+                               p.output + off * H,
+                               p.grad_output ? p.grad_output + off * H : nullptr,
+                               p.dh,
+                               p.dc,
+                               M == Mode::GRU ? p.dgates + off * GH : p.stage,
+                               p.stage};
+    __syncthreads();  // the previous step's dh is complete
+    for (int64_t i = threadIdx.x; i < rows * units; i += blockDim.x) {
+      const int64_t b = i / units, j = j0 + i % units;
+      backward_element<M>(step, b, j);
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t col = g * H + j;
+        exchange_store(p.dgates_h + (off + b) * GH + col, p.stage[b * GH + col]);
+      }
+    }
+    grid_barrier(p.barrier, static_cast<unsigned>(s + 1));
+    for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
+      const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) {
+        ds[i] = A(exchange_load(p.dgates_h + (off + b0) * GH + i));
+      }
+      __syncthreads();
+      block_matvec(w, U, GH, ds, nb, sums, U);
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
+        const int64_t lb = i / units, u = i % units;
+        T& dh = p.dh[(b0 + lb) * H + j0 + u];
+        // The GRU's step left the direct part of dh' there; the others add nothing.
+        dh = M == Mode::GRU ? T(A(dh) + sums[lb * U + u]) : T(sums[lb * U + u]);
+      }
+    }
+  }
+}
+
+}  // namespace cuda
+}  // namespace rnnkern

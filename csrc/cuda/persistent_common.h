@@ -1,0 +1,110 @@
+// Pieces of the persistent kernels (persistent.h) that are not about one
+// cell: where a step's rows live, the on-chip products, the shared-memory
+// layout. Device code for nvcc and the SIMT emulation.
+#pragma once
+
+#include <cstdint>
+
+#include "../core/cell_math.h"
+#include "../core/macros.h"
+#include "shared_memory.h"
+
+namespace rnnkern {
+namespace cuda {
+
+// Upper bound of threads per block of the persistent kernels (their launch
+// bound: ptxas then keeps registers x threads within one SM's register file).
+constexpr int kPersistentThreads = 256;
+// Rows of h each warp carries in registers while it walks a weight row: the
+// register block of the products (each weight element read from shared memory
+// once per kBatchBlock rows).
+constexpr int kBatchBlock = 4;
+
+template <Mode M>
+constexpr int gates_of() {
+  return M == Mode::LSTM ? 4 : (M == Mode::GRU ? 3 : 1);
+}
+
+// The rows of time step t: a dense [steps, batch] sequence when sizes is null,
+// else a packed one (device arrays of sizes and row offsets per step).
+struct SeqSteps {
+  int64_t steps;
+  int64_t batch;
+  const int64_t* sizes;
+  const int64_t* offsets;
+  bool reverse;
+
+  RK_HD_INLINE int64_t rows(int64_t t) const { return sizes != nullptr ? sizes[t] : batch; }
+  RK_HD_INLINE int64_t offset(int64_t t) const {
+    return offsets != nullptr ? offsets[t] : t * batch;
+  }
+  // The time index of the s-th step in the forward direction of the layer.
+  RK_HD_INLINE int64_t forward_time(int64_t s) const { return reverse ? steps - 1 - s : s; }
+  // The last step the forward pass runs for row b (it ends there with h_n).
+  RK_HD_INLINE int64_t last_time(int64_t b) const {
+    if (reverse) return 0;
+    if (sizes == nullptr) return steps - 1;
+    int64_t lo = 0, hi = steps - 1;  // sizes do not increase: find the last t with sizes[t] > b
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (sizes[mid] > b) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+  }
+};
+
+// Sum over the 32 lanes of a warp; every lane gets the total.
+template <typename A>
+RK_DEVICE_INLINE A warp_sum(A v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// out[b * ld_out + r] = sum over k of w[r * K + k] * x[b * K + k], for r < rows
+// and b < nb, all operands in shared memory. A warp per weight row, its lanes
+// splitting K (consecutive lanes read consecutive words: no bank conflicts),
+// kBatchBlock rows of x per pass. Called by every thread of the block; the
+// loop bounds are uniform per warp, so the shuffles see all 32 lanes.
+template <typename T, typename A>
+RK_DEVICE_INLINE void block_matvec(const T* w, int64_t rows, int64_t K, const A* x, int64_t nb,
+                                   A* out, int64_t ld_out) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const int64_t warps = blockDim.x / 32;
+  for (int64_t r = threadIdx.x / 32; r < rows; r += warps) {
+    const T* wr = w + r * K;
+    for (int64_t b0 = 0; b0 < nb; b0 += kBatchBlock) {
+      A acc[kBatchBlock];
+      for (int i = 0; i < kBatchBlock; ++i) acc[i] = A(0);
+      for (int64_t k = lane; k < K; k += 32) {
+        const A wk = A(wr[k]);
+        for (int i = 0; i < kBatchBlock; ++i) {
+          if (b0 + i < nb) acc[i] += wk * x[(b0 + i) * K + k];
+        }
+      }
+      for (int i = 0; i < kBatchBlock; ++i) acc[i] = warp_sum(acc[i]);
+      if (lane == 0) {
+        for (int i = 0; i < kBatchBlock; ++i) {
+          if (b0 + i < nb) out[(b0 + i) * ld_out + r] = acc[i];
+        }
+      }
+    }
+  }
+}
+
+// Dynamic shared memory of the persistent kernels, in bytes: the arithmetic
+// type's arrays first (8-byte aligned), then this block's slice of W_hh.
+//   forward:  h tile [tile, H], gate sums [tile, G*U], W_hh rows [G*U, H]
+//   backward: dgates tile [tile, G*H], sums [tile, U], W_hh columns [U, G*H]
+RK_HD_INLINE int64_t persistent_acc_elems(bool backward, int64_t hidden, int64_t gates,
+                                           int64_t units, int64_t tile) {
+  return backward ? tile * gates * hidden + tile * units : tile * hidden + tile * gates * units;
+}
+RK_HD_INLINE int64_t persistent_smem_bytes(bool backward, int64_t hidden, int64_t gates,
+                                           int64_t units, int64_t tile, int64_t elem_bytes,
+                                           int64_t acc_bytes) {
+  return persistent_acc_elems(backward, hidden, gates, units, tile) * acc_bytes +
+         gates * units * hidden * elem_bytes;
+}
+
+}  // namespace cuda
+}  // namespace rnnkern

@@ -1,0 +1,117 @@
+// Whether a layer runs as a persistent kernel (persistent.h), and with what
+// grid: host code only, shared by the CUDA backend (with the device's own
+// limits) and the CPU emulation (with a device the tests describe), so the
+// heuristic is tested without a GPU.
+//
+// Tiers, from the shape:
+//  * one block when all of W_hh and the tiles fit one block's shared memory:
+//    no grid barrier at all, only __syncthreads();
+//  * else a grid of up to one block per SM, each holding G*U rows (forward) or
+//    U columns (backward) of W_hh for U = ceil(H / SMs) units; one grid barrier
+//    per step; needs all blocks co-resident (checked at launch);
+//  * else (W_hh does not fit on chip, a projection, a batch beyond
+//    kMaxPersistentBatch where streaming W_hh per step is cheaper than
+//    broadcasting h to every SM): the per-step path.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "persistent_common.h"
+
+namespace rnnkern {
+namespace cuda {
+
+struct DeviceLimits {
+  const char* name;
+  int64_t sms;
+  int64_t smem_per_block;  // opt-in maximum of dynamic shared memory per block
+  int64_t smem_per_sm;
+  int64_t regs_per_sm;
+  int64_t threads_per_sm;
+  int64_t blocks_per_sm;
+};
+
+// From NVIDIA's tuning guides (compute capability 8.0 and 9.0).
+constexpr DeviceLimits kA100{"A100", 108, 163 * 1024, 164 * 1024, 65536, 2048, 32};
+constexpr DeviceLimits kH100{"H100/H200", 132, 227 * 1024, 228 * 1024, 65536, 2048, 32};
+
+// Above this batch the per-step path's GEMM streams W_hh once for many rows,
+// while a persistent kernel would broadcast every h row to every SM.
+constexpr int64_t kMaxPersistentBatch = 64;
+// Rows of h (or of dgates) staged in shared memory per pass over the weights.
+constexpr int64_t kMaxTile = 16;
+
+struct PersistentPlan {
+  bool use = false;
+  int64_t blocks = 0;
+  int64_t units = 0;    // hidden units per block
+  int64_t threads = 0;  // per block, a multiple of 32
+  int64_t tile = 0;
+  int64_t smem_bytes = 0;
+  std::string why;  // the reason when not used
+};
+
+// Blocks of one kernel that fit on one SM (what cudaOccupancy... computes):
+// registers are allocated per warp in units of 256, and CUDA reserves 1 KiB
+// of shared memory per block.
+inline int64_t blocks_per_sm(const DeviceLimits& d, int64_t threads, int64_t regs_per_thread,
+                             int64_t smem_bytes) {
+  const int64_t warps = (threads + 31) / 32;
+  const int64_t regs_per_warp = (regs_per_thread * 32 + 255) / 256 * 256;
+  int64_t n = std::min(d.blocks_per_sm, d.threads_per_sm / (warps * 32));
+  n = std::min(n, d.regs_per_sm / std::max<int64_t>(1, regs_per_warp * warps));
+  if (smem_bytes > d.smem_per_block) return 0;
+  return std::min(n, d.smem_per_sm / (smem_bytes + 1024));
+}
+
+// mode, H, batch B, element and accumulator sizes in bytes; `threads` caps the
+// block size (kPersistentThreads on a GPU; fewer in the emulation's tests).
+inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, int64_t batch,
+                                      bool projection, int64_t elem_bytes, int64_t acc_bytes,
+                                      const DeviceLimits& d,
+                                      int64_t threads = kPersistentThreads) {
+  PersistentPlan plan;
+  if (projection) {
+    plan.why = "proj_size";
+    return plan;
+  }
+  if (batch > kMaxPersistentBatch) {
+    plan.why = "batch above " + std::to_string(kMaxPersistentBatch);
+    return plan;
+  }
+  if (hidden < 1 || batch < 1 || d.sms < 1) {
+    plan.why = "empty";
+    return plan;
+  }
+  const int64_t G = gate_count(mode);
+  const int64_t tile = std::min(batch, kMaxTile);
+  auto bytes = [&](int64_t units, int64_t t) {
+    return persistent_smem_bytes(backward, hidden, G, units, t, elem_bytes, acc_bytes);
+  };
+  int64_t units = hidden;  // one block, if it fits
+  if (bytes(units, tile) > d.smem_per_block) units = (hidden + d.sms - 1) / d.sms;
+  int64_t t = tile;
+  while (t > 1 && bytes(units, t) > d.smem_per_block) t /= 2;
+  if (bytes(units, t) > d.smem_per_block) {
+    plan.why = "W_hh does not fit in shared memory";
+    return plan;
+  }
+  plan.blocks = (hidden + units - 1) / units;
+  // The barrier counter reaches steps * blocks; the host checks steps.
+  plan.units = units;
+  plan.threads = std::max<int64_t>(32, std::min<int64_t>(threads, kPersistentThreads) / 32 * 32);
+  plan.tile = t;
+  plan.smem_bytes = bytes(units, t);
+  plan.use = true;
+  return plan;
+}
+
+// The grid barrier's counter is 32-bit: steps * blocks must fit.
+inline bool barrier_count_fits(int64_t steps, int64_t blocks) {
+  return blocks <= 1 || steps <= (int64_t{1} << 32) / blocks - 1;
+}
+
+}  // namespace cuda
+}  // namespace rnnkern

@@ -1,0 +1,191 @@
+"""The persistent CUDA kernels (csrc/cuda/persistent.h), run on the CPU through
+the SIMT emulation against the CPU ops: every mode and dtype, dense and packed,
+both directions, forward and the backward data recurrence, in the single-block
+tier and the grid tier (several co-resident blocks, a grid barrier per step,
+exchange through a weak memory model), under random schedules. Then the bugs
+such kernels are prone to, planted one at a time, must turn these checks red."""
+import os
+import shutil
+
+import pytest
+import torch
+
+from rnnkern import _ops
+from test_cuda_emulation import SIMT, compare, layer_args, run_both
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = list(_ops.MODE_IDS)
+BIG = 1 << 22  # shared memory for the single-block tier
+
+
+@pytest.fixture(autouse=True)
+def persistent_off_afterwards():
+    yield
+    SIMT.set_persistent_config(False)
+    SIMT.set_launch_config(256, 4096, 1)
+
+
+def configure(tier, mode, H, B, dtype, sms=3, threads=64, ops=SIMT):
+    """Sets the emulated device so that the layer plans as `tier` ('single' or
+    'grid'), forward and backward; returns the number of blocks."""
+    mode_id = _ops.MODE_IDS[mode]
+    sizes = [BIG] if tier == "single" else [BIG >> s for s in range(1, 16)]
+    for smem in sizes:
+        ops.set_persistent_config(True, sms, smem, threads)
+        plans = [ops.persistent_plan(bwd, mode_id, H, B, False, dtype, "emulated")
+                 for bwd in (False, True)]
+        if all(p[0] for p in plans) and all((p[1] == 1) == (tier == "single") for p in plans):
+            return plans[0][1]
+    raise AssertionError(f"no emulated device makes {mode} H={H} plan as {tier}")
+
+
+def run_checked(mode, size, packed, dtype, reverse, seed=0, ops=SIMT):
+    T, B, I, H = size
+    before = ops.persistent_launches()
+    results = run_both(layer_args(mode, T, B, I, H, packed, 0, dtype, seed=seed), reverse)
+    # forward, backward and backward_data each ran the persistent kernel
+    assert ops.persistent_launches() - before == 3
+    return results
+
+
+SIZES = [(4, 5, 7, 33), (3, 1, 2, 40), (5, 3, 3, 21)]  # (T, B, I, H): awkward on purpose
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("tier", ["single", "grid"])
+@pytest.mark.parametrize("size", SIZES, ids=str)
+def test_persistent_matches_cpu_float64(mode, packed, tier, size):
+    T, B, I, H = size
+    blocks = configure(tier, mode, H, B, torch.float64)
+    assert (blocks == 1) == (tier == "single")
+    SIMT.set_launch_config(256, 4096, 3 + H)
+    for reverse in (False, True):
+        expected, got, g_exp, g_got, d_exp, d_got = run_checked(
+            mode, size, packed, torch.float64, reverse, seed=T + H)
+        compare(expected, got, torch.float64)
+        compare(g_exp, g_got, torch.float64)
+        compare(d_exp, d_got, torch.float64)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_persistent_matches_cpu_other_dtypes(mode, dtype, packed):
+    configure("grid", mode, 19, 4, dtype)
+    expected, got, g_exp, g_got, _, _ = run_checked(mode, (3, 4, 5, 19), packed, dtype, True)
+    compare(expected, got, dtype)
+    compare(g_exp, g_got, dtype)
+
+
+def test_persistent_results_do_not_depend_on_the_schedule():
+    # A fixed order of summation per element: any race shows as a bit difference.
+    configure("grid", "LSTM", 33, 5, torch.float32)
+    runs = []
+    for seed in range(1, 6):
+        SIMT.set_launch_config(256, 4096, seed)
+        runs.append(run_checked("LSTM", (4, 5, 3, 33), True, torch.float32, False))
+    for other in runs[1:]:
+        for a, b in zip(runs[0][1] + runs[0][3], other[1] + other[3]):
+            assert torch.equal(a, b)
+
+
+def test_larger_batch_than_a_tile_and_more_blocks_than_warps():
+    # 21 rows: two passes of 16 over the weights per step; 5 blocks of 2 warps.
+    configure("grid", "GRU", 37, 21, torch.float64, sms=5)
+    expected, got, g_exp, g_got, _, _ = run_checked("GRU", (3, 21, 4, 37), False,
+                                                    torch.float64, False)
+    compare(expected, got, torch.float64)
+    compare(g_exp, g_got, torch.float64)
+
+
+def test_oversized_grid_is_reported_as_a_deadlock():
+    blocks = configure("grid", "LSTM", 33, 2, torch.float64)
+    SIMT.set_persistent_config(True, 3, SIMT.persistent_plan(False, 2, 33, 2, False,
+                                                             torch.float64, "emulated")[5],
+                               64, blocks - 1)
+    args = layer_args("LSTM", 3, 2, 3, 33, False, 0, torch.float64) + [False, True]
+    with pytest.raises(RuntimeError, match="deadlock.*never started.*co-resident"):
+        SIMT.layer_forward(*args)
+
+
+# ---- planted bugs -----------------------------------------------------------
+
+MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATION
+    "cuda/persistent.h": [(
+        "grid_barrier(p.barrier, static_cast<unsigned>(s + 1));",
+        "if (rk_mutation() == 1) __syncthreads(); "
+        "else grid_barrier(p.barrier, static_cast<unsigned>(s + 1));")],
+    "cuda/grid_sync.h": [(
+        "__threadfence();\n    atomicAdd(counter, 1u);",
+        "if (rk_mutation() != 2) __threadfence();\n    atomicAdd(counter, 1u);")],
+    "cuda/persistent_common.h": [(
+        "__shfl_xor_sync(0xffffffffu, v, offset)",
+        "__shfl_xor_sync(0xffffffffu, v, rk_mutation() == 3 && offset == 1 ? 0 : offset)")],
+}
+MUTATION_HEADER = """#pragma once
+#include <cstdlib>
+inline int rk_mutation() {
+  const char* m = std::getenv("RNNKERN_MUTATION");
+  return m ? std::atoi(m) : 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def mutant(tmp_path_factory):
+    """The emulated ops built from a copy of csrc/ carrying every planted bug,
+    each switched on by RNNKERN_MUTATION=<n> (0: none)."""
+    from torch.utils import cpp_extension
+    tmp = tmp_path_factory.mktemp("mutant")
+    src = tmp / "csrc"
+    shutil.copytree(os.path.join(ROOT, "csrc"), src)
+    for name, edits in MUTATIONS.items():
+        path = src / name
+        text = path.read_text()
+        for old, new in edits:
+            assert text.count(old) >= 1, f"the mutation of {name} no longer applies"
+            text = text.replace(old, new)
+        path.write_text(text)
+    (src / "mutation.h").write_text(MUTATION_HEADER)
+    build = tmp / "build"
+    build.mkdir()
+    name = "rnnkern_simt_planted"
+    cpp_extension.load(
+        name=name, build_directory=str(build), is_python_module=False, verbose=False,
+        sources=[str(src / "simt" / "emulated_ops.cpp"), str(src / "core" / "layer_checks.cpp")],
+        extra_cflags=["-O1", "-g0", f"-DRNNKERN_SIMT_OPS={name}", "-include",
+                      str(src / "mutation.h")])
+    yield getattr(torch.ops, name)
+    os.environ.pop("RNNKERN_MUTATION", None)
+
+
+def caught(ops, mutation, mode="GRU", seeds=range(1, 9)):
+    """How many schedules of the mutant disagree with the CPU op (or fail)."""
+    os.environ["RNNKERN_MUTATION"] = str(mutation)
+    configure("grid", mode, 33, 3, torch.float64, ops=ops)
+    hits = 0
+    try:
+        for seed in seeds:
+            ops.set_launch_config(256, 4096, seed)
+            args = layer_args(mode, 4, 3, 3, 33, False, 0, torch.float64, seed=seed)
+            fwd = args + [False, True]
+            expected = torch.ops.rnnkern.layer_forward(*fwd)
+            try:
+                got = ops.layer_forward(*fwd)
+            except RuntimeError:
+                hits += 1
+                continue
+            hits += not all(torch.allclose(a, b, atol=1e-12, rtol=0)
+                            for a, b in zip(expected[:3], got[:3]))
+    finally:
+        os.environ["RNNKERN_MUTATION"] = "0"
+        ops.set_persistent_config(False)
+    return hits
+
+
+def test_planted_bugs_are_caught(mutant):
+    assert caught(mutant, 0) == 0  # the unmutated copy agrees
+    assert caught(mutant, 1) > 0, "a removed grid barrier went unnoticed"
+    assert caught(mutant, 2) > 0, "a removed release fence went unnoticed"
+    assert caught(mutant, 3) > 0, "a wrong shuffle lane went unnoticed"
