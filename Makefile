@@ -9,6 +9,15 @@
 #   make test-cuda       build the CUDA kernels, check they do not spill, run the
 #                        suite (the GPU tests run when a GPU is present)
 #   make cuda-resources  registers / stack / spills of every kernel
+#
+# On a machine with one GPU:
+#   make gpu-check       build for that GPU, then benchmarks/gpu_check.py: versions,
+#                        grid-barrier cost, a determinism check, the GPU tests twice,
+#                        compute-sanitizer, the benchmark against cuDNN; all into
+#                        GPU_CHECK_OUT (default gpu-check-results/). GPU_PYTHON=python3
+#                        uses that interpreter's CUDA torch instead of .venv-cuda (no
+#                        download); GPU_CHECK_BUDGET: seconds for the benchmark.
+#   make gpu-check DRY=1 the same without a GPU, on the CPU emulation (run by CI)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +33,7 @@ CUDA_HOME ?= /usr/local/cuda
 TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 CUDA_BUILD := build-cuda
 
-.PHONY: bench test install clean test-cuda cuda-install cuda-resources
+.PHONY: bench test install clean test-cuda cuda-install cuda-resources gpu-check
 
 bench: install
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
@@ -66,6 +75,26 @@ cuda-install: $(CUDA_VENV)/.deps
 cuda-resources: cuda-install
 	cat $(CUDA_BUILD)/resources.txt
 
+GPU_CHECK_OUT ?= gpu-check-results
+GPU_CHECK_BUDGET ?= 150
+GPU_PYTHON ?=
+GPU_CHECK := benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) --budget-s $(GPU_CHECK_BUDGET)
+
+ifeq ($(DRY),1)
+gpu-check: install
+	$(PY) $(GPU_CHECK) --dry
+else ifneq ($(GPU_PYTHON),)
+# Only the visible GPU's architecture: the build is most of the check's time.
+gpu-check:
+	CUDA_HOME=$(CUDA_HOME) RNNKERN_CUDA=1 RNNKERN_BUILD_DIR=$(CUDA_BUILD) MAX_JOBS=$$(nproc) \
+	  TORCH_CUDA_ARCH_LIST="$$($(GPU_PYTHON) -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')" \
+	  $(GPU_PYTHON) -m pip install -q --no-build-isolation --no-deps .
+	$(GPU_PYTHON) $(GPU_CHECK)
+else
+gpu-check: cuda-install
+	$(CUDA_VENV)/bin/python $(GPU_CHECK)
+endif
+
 $(CUDA_VENV)/.deps: Makefile
 	$(PYTHON) -m venv $(CUDA_VENV)
 	$(CUDA_VENV)/bin/python -m pip install -q "$(CUDA_TORCH_SPEC)" pytest ninja pybind11 setuptools wheel numpy \
@@ -73,4 +102,4 @@ $(CUDA_VENV)/.deps: Makefile
 	touch $@
 
 clean:
-	rm -rf build $(CUDA_BUILD) *.egg-info
+	rm -rf build $(CUDA_BUILD) *.egg-info $(GPU_CHECK_OUT)

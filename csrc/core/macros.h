@@ -23,3 +23,11 @@
 #else
 #define RK_DEVICE_INLINE inline
 #endif
+
+// Fully unrolled loops over register arrays (nvcc keeps such arrays in
+// registers only when every index is a constant).
+#if defined(__CUDACC__)
+#define RK_UNROLL _Pragma("unroll")
+#else
+#define RK_UNROLL
+#endif

@@ -13,10 +13,14 @@
 #include "../core/layer_op.h"
 #include "kernels.h"
 #include "launch_config.h"
+#include "persistent_launch.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace rnnkern {
 namespace cuda {
@@ -48,16 +52,80 @@ void cublas_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// 1: persistent kernels where the plan allows (the default), 0: the per-step
+// path only. RNNKERN_CUDA_PERSISTENT sets it at start; torch.ops.rnnkern.
+// _cuda_persistent at run time (benchmarks compare the two).
+int& persistent_mode() {
+  static int mode = [] {
+    const char* env = std::getenv("RNNKERN_CUDA_PERSISTENT");
+    return env != nullptr ? std::atoi(env) : 1;
+  }();
+  return mode;
+}
+
+// The persistent kernels' Device (persistent_launch.h): this GPU's limits,
+// and a cooperative launch, which CUDA refuses unless every block of the grid
+// can be resident at once. Then (or before, when the occupancy says so) the
+// per-step path runs instead.
+struct PersistentDevice {
+  static bool enabled() { return persistent_mode() != 0; }
+  static DeviceLimits limits() {
+    const cudaDeviceProp* p = at::cuda::getCurrentDeviceProperties();
+    return {p->name,
+            p->multiProcessorCount,
+            static_cast<int64_t>(p->sharedMemPerBlockOptin),
+            static_cast<int64_t>(p->sharedMemPerMultiprocessor),
+            p->regsPerMultiprocessor,
+            p->maxThreadsPerMultiProcessor,
+            p->maxBlocksPerMultiProcessor};
+  }
+  static int64_t max_threads() { return kPersistentThreads; }
+  static at::TensorOptions options() {
+    return at::TensorOptions().device(at::kCUDA, c10::cuda::current_device());
+  }
+  template <typename Args>
+  static bool launch(void (*kernel)(Args), const PersistentPlan& plan, const Args& args) {
+    const cudaDeviceProp* p = at::cuda::getCurrentDeviceProperties();
+    if (!p->cooperativeLaunch) return false;
+    const int smem = static_cast<int>(plan.smem_bytes);
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int per_sm = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, kernel, static_cast<int>(plan.threads), plan.smem_bytes));
+    if (static_cast<int64_t>(per_sm) * p->multiProcessorCount < plan.blocks) return false;
+    Args copy = args;
+    void* params[] = {&copy};
+    const cudaError_t err = cudaLaunchCooperativeKernel(
+        reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(plan.blocks)),
+        dim3(static_cast<unsigned>(plan.threads)), params, plan.smem_bytes, stream());
+    if (err == cudaErrorCooperativeLaunchTooLarge) {
+      (void)cudaGetLastError();  // e.g. SMs taken by other work: nothing ran
+      return false;
+    }
+    C10_CUDA_CHECK(err);
+    return true;
+  }
+};
+
 struct Backend : GenericLoopBackend {
   struct CallScope {
     CallScope(const at::Tensor& input, const OptTensor&) : guard(input.device()) {}
     c10::cuda::CUDAGuard guard;
   };
-  // One algorithm today: per step a cuBLAS GEMM and one fused pointwise
-  // kernel. A persistent kernel that keeps W_hh on chip for the whole sequence
-  // (one launch, a grid-wide barrier per step) is the planned second one for
-  // small batches; it plugs in as forward_sequence / backward_sequence, chosen
-  // there per shape.
+  // Two algorithms: the persistent kernels (persistent.h) where the plan
+  // (persistent_plan.h) takes the shape, else per step a cuBLAS GEMM and one
+  // fused pointwise kernel (the generic loop of driver.h).
+  template <typename T>
+  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                               const ForwardBuffers<T>& buf) {
+    return persistent_forward<PersistentDevice>(dims, seq, reverse, buf);
+  }
+  template <typename T>
+  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                                const BackwardBuffers<T>& buf) {
+    return persistent_backward<PersistentDevice>(dims, seq, reverse, buf);
+  }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
@@ -122,8 +190,71 @@ struct Backend : GenericLoopBackend {
   }
 };
 
+int64_t set_persistent(int64_t mode) {
+  TORCH_CHECK(mode == 0 || mode == 1, "rnnkern: _cuda_persistent takes 0 or 1");
+  return std::exchange(persistent_mode(), static_cast<int>(mode));
+}
+
+// Runs `steps` grid barriers and nothing else on `blocks` co-resident blocks
+// (the caller times it): the cost of the persistent kernels' synchronisation.
+void grid_barrier_run(int64_t blocks, int64_t threads, int64_t steps) {
+  TORCH_CHECK(blocks >= 1 && threads >= 32 && threads <= kPersistentThreads && steps >= 0 &&
+                  barrier_count_fits(steps, blocks),
+              "rnnkern: bad grid barrier benchmark size");
+  const at::Tensor counter = at::zeros({1}, PersistentDevice::options().dtype(at::kInt));
+  unsigned* c = reinterpret_cast<unsigned*>(counter.data_ptr<int>());
+  int s = static_cast<int>(steps);
+  void* params[] = {&c, &s};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&barrier_kernel),
+                                             dim3(static_cast<unsigned>(blocks)),
+                                             dim3(static_cast<unsigned>(threads)), params, 0,
+                                             stream()));
+}
+
+// The plan for a shape on the current GPU: [used, blocks, units, threads,
+// tile, shared memory bytes, co-resident blocks the driver reports].
+std::vector<int64_t> persistent_plan_op(bool backward, int64_t mode, int64_t hidden,
+                                        int64_t batch, bool projection, at::ScalarType dtype) {
+  const int64_t elem = c10::elementSize(dtype), acc = dtype == at::kDouble ? 8 : 4;
+  const PersistentPlan p = plan_persistent(backward, checked_mode(mode), hidden, batch,
+                                           projection, elem, acc, PersistentDevice::limits());
+  int resident = 0;
+  if (p.use) {
+    RNNKERN_DISPATCH_TYPES(dtype, "rnnkern_persistent_plan", [&] {
+      dispatch_mode(checked_mode(mode), [&](auto m) {
+        constexpr Mode M = decltype(m)::value;
+        const void* kernel = backward
+            ? reinterpret_cast<const void*>(&persistent_backward_kernel<M, scalar_t>)
+            : reinterpret_cast<const void*>(&persistent_forward_kernel<M, scalar_t>);
+        C10_CUDA_CHECK(cudaFuncSetAttribute(
+            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.smem_bytes)));
+        C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &resident, kernel, static_cast<int>(p.threads), p.smem_bytes));
+      });
+    });
+    resident *= at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  }
+  return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident};
+}
+
 }  // namespace
 }  // namespace cuda
+
+TORCH_LIBRARY_FRAGMENT(rnnkern, m) {
+  // CUDA builds only: the persistent kernels on (1) or off (0); returns the
+  // previous setting. And the grid barrier microbenchmark's kernel.
+  m.def("_cuda_persistent(int mode) -> int");
+  m.def("_cuda_grid_barrier_run(int blocks, int threads, int steps) -> ()");
+  m.def(
+      "_cuda_persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
+      "ScalarType dtype) -> int[]");
+}
+
+TORCH_LIBRARY_IMPL(rnnkern, CompositeExplicitAutograd, m) {
+  m.impl("_cuda_persistent", &cuda::set_persistent);
+  m.impl("_cuda_grid_barrier_run", &cuda::grid_barrier_run);
+  m.impl("_cuda_persistent_plan", &cuda::persistent_plan_op);
+}
 
 TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
   m.impl("layer_forward", &layer_forward<cuda::Backend>);

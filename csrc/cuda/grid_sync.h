@@ -65,5 +65,10 @@ RK_DEVICE_INLINE void grid_barrier(unsigned* counter, unsigned generation) {
   __syncthreads();
 }
 
+// Nothing but `steps` grid barriers: their cost, measured by the caller.
+__global__ void __launch_bounds__(256) barrier_kernel(unsigned* counter, int steps) {
+  for (int s = 0; s < steps; ++s) grid_barrier(counter, static_cast<unsigned>(s + 1));
+}
+
 }  // namespace cuda
 }  // namespace rnnkern

@@ -15,9 +15,9 @@ namespace cuda {
 // Upper bound of threads per block of the persistent kernels (their launch
 // bound: ptxas then keeps registers x threads within one SM's register file).
 constexpr int kPersistentThreads = 256;
-// Rows of h each warp carries in registers while it walks a weight row: the
-// register block of the products (each weight element read from shared memory
-// once per kBatchBlock rows).
+// The register block of the on-chip products (block_matvec): weight rows and
+// rows of h (or of the gate gradients) each warp carries at once.
+constexpr int kRowBlock = 4;
 constexpr int kBatchBlock = 4;
 
 template <Mode M>
@@ -61,30 +61,41 @@ RK_DEVICE_INLINE A warp_sum(A v) {
 }
 
 // out[b * ld_out + r] = sum over k of w[r * K + k] * x[b * K + k], for r < rows
-// and b < nb, all operands in shared memory. A warp per weight row, its lanes
-// splitting K (consecutive lanes read consecutive words: no bank conflicts),
-// kBatchBlock rows of x per pass. Called by every thread of the block; the
-// loop bounds are uniform per warp, so the shuffles see all 32 lanes.
+// and b < nb, all operands in shared memory. A warp per kRowBlock weight rows,
+// its lanes splitting K (consecutive lanes read consecutive words: no bank
+// conflicts); kRowBlock x kBatchBlock sums in registers, so each weight element
+// is read once per kBatchBlock rows of x and each element of x once per
+// kRowBlock weight rows. Called by every thread of the block; the loop bounds
+// and conditions around the shuffles are uniform per warp.
 template <typename T, typename A>
 RK_DEVICE_INLINE void block_matvec(const T* w, int64_t rows, int64_t K, const A* x, int64_t nb,
                                    A* out, int64_t ld_out) {
   const int lane = static_cast<int>(threadIdx.x % 32);
-  const int64_t warps = blockDim.x / 32;
-  for (int64_t r = threadIdx.x / 32; r < rows; r += warps) {
-    const T* wr = w + r * K;
+  const int64_t step = blockDim.x / 32 * kRowBlock;
+  for (int64_t r0 = threadIdx.x / 32 * kRowBlock; r0 < rows; r0 += step) {
     for (int64_t b0 = 0; b0 < nb; b0 += kBatchBlock) {
-      A acc[kBatchBlock];
-      for (int i = 0; i < kBatchBlock; ++i) acc[i] = A(0);
+      A acc[kRowBlock][kBatchBlock];
+      RK_UNROLL for (int r = 0; r < kRowBlock; ++r) {
+        RK_UNROLL for (int i = 0; i < kBatchBlock; ++i) acc[r][i] = A(0);
+      }
       for (int64_t k = lane; k < K; k += 32) {
-        const A wk = A(wr[k]);
-        for (int i = 0; i < kBatchBlock; ++i) {
-          if (b0 + i < nb) acc[i] += wk * x[(b0 + i) * K + k];
+        A xk[kBatchBlock];
+        RK_UNROLL for (int i = 0; i < kBatchBlock; ++i) {
+          xk[i] = b0 + i < nb ? x[(b0 + i) * K + k] : A(0);
+        }
+        RK_UNROLL for (int r = 0; r < kRowBlock; ++r) {
+          if (r0 + r < rows) {
+            const A wk = A(w[(r0 + r) * K + k]);
+            RK_UNROLL for (int i = 0; i < kBatchBlock; ++i) acc[r][i] += wk * xk[i];
+          }
         }
       }
-      for (int i = 0; i < kBatchBlock; ++i) acc[i] = warp_sum(acc[i]);
-      if (lane == 0) {
-        for (int i = 0; i < kBatchBlock; ++i) {
-          if (b0 + i < nb) out[(b0 + i) * ld_out + r] = acc[i];
+      RK_UNROLL for (int r = 0; r < kRowBlock; ++r) {
+        RK_UNROLL for (int i = 0; i < kBatchBlock; ++i) {
+          if (r0 + r < rows && b0 + i < nb) {
+            const A sum = warp_sum(acc[r][i]);
+            if (lane == 0) out[(b0 + i) * ld_out + r0 + r] = sum;
+          }
         }
       }
     }

@@ -10,7 +10,7 @@
 //    U columns (backward) of W_hh for U = ceil(H / SMs) units; one grid barrier
 //    per step; needs all blocks co-resident (checked at launch);
 //  * else (W_hh does not fit on chip, a projection, a batch beyond
-//    kMaxPersistentBatch where streaming W_hh per step is cheaper than
+//    max_persistent_batch where streaming W_hh per step is cheaper than
 //    broadcasting h to every SM): the per-step path.
 #pragma once
 
@@ -38,8 +38,15 @@ constexpr DeviceLimits kA100{"A100", 108, 163 * 1024, 164 * 1024, 65536, 2048, 3
 constexpr DeviceLimits kH100{"H100/H200", 132, 227 * 1024, 228 * 1024, 65536, 2048, 32};
 
 // Above this batch the per-step path's GEMM streams W_hh once for many rows,
-// while a persistent kernel would broadcast every h row to every SM.
+// while a persistent kernel broadcasts every row of h to every SM and re-reads
+// it from shared memory per group of kRowBlock weight rows. The bounds come
+// from the performance model (docs/gpu-performance-model.md): at H = 768 the
+// persistent kernel's shared-memory traffic passes the per-step GEMM's cost
+// between B = 16 and 64, at H = 256 beyond 64. To be replaced by measurements.
 constexpr int64_t kMaxPersistentBatch = 64;
+inline int64_t max_persistent_batch(int64_t hidden) {
+  return hidden <= 512 ? kMaxPersistentBatch : 16;
+}
 // Rows of h (or of dgates) staged in shared memory per pass over the weights.
 constexpr int64_t kMaxTile = 16;
 
@@ -77,8 +84,8 @@ inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, 
     plan.why = "proj_size";
     return plan;
   }
-  if (batch > kMaxPersistentBatch) {
-    plan.why = "batch above " + std::to_string(kMaxPersistentBatch);
+  if (batch > max_persistent_batch(hidden)) {
+    plan.why = "batch above " + std::to_string(max_persistent_batch(hidden));
     return plan;
   }
   if (hidden < 1 || batch < 1 || d.sms < 1) {

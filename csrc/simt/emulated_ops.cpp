@@ -154,6 +154,22 @@ void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_
   simt::set_weak_memory(weak_memory);
 }
 
+// The grid barrier microbenchmark's kernel on the emulation (as the CUDA op
+// _cuda_grid_barrier_run), with the co-residency the emulated device allows.
+void grid_barrier_run(int64_t blocks, int64_t threads, int64_t steps) {
+  TORCH_CHECK(blocks >= 1 && threads >= 32 && threads <= cuda::kPersistentThreads &&
+                  steps >= 0 && steps < (int64_t{1} << 31) && cuda::barrier_count_fits(steps, blocks),
+              "rnnkern_simt: bad grid barrier benchmark size");
+  unsigned counter = 0;
+  simt::launch_cooperative(static_cast<uint64_t>(blocks), &cuda::barrier_kernel,
+                           dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
+                           0, &counter, static_cast<int>(steps));
+  // One block meets at __syncthreads() only.
+  TORCH_CHECK(counter == static_cast<unsigned>(blocks > 1 ? steps * blocks : 0),
+              "rnnkern_simt: barrier count ",
+              counter, " after ", steps, " barriers of ", blocks, " blocks");
+}
+
 int64_t persistent_launches() { return persistent_config().launches; }
 
 // The plan for a shape on a named device ("A100", "H100" or "emulated"):
@@ -216,6 +232,7 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
       "ScalarType dtype, str device) -> int[]");
   m.def("persistent_launches() -> int");
+  m.def("grid_barrier_run(int blocks, int threads, int steps) -> ()");
 }
 
 RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
@@ -230,6 +247,7 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CompositeExplicitAutograd, m) {
   m.impl("set_persistent_config", &simt_ops::set_persistent_config);
   m.impl("persistent_plan", &simt_ops::persistent_plan);
   m.impl("persistent_launches", &simt_ops::persistent_launches);
+  m.impl("grid_barrier_run", &simt_ops::grid_barrier_run);
 }
 
 }  // namespace rnnkern

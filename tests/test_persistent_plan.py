@@ -1,0 +1,72 @@
+"""The heuristic that picks the persistent kernels' tier and grid
+(csrc/cuda/persistent_plan.h), for the GPUs they are built for: what it
+chooses, and that every grid it would launch fits the device (shared memory,
+registers at the launch bound, co-residency of all blocks for the grid
+barrier). The same code plans the CUDA launches; the CUDA launcher also asks
+the driver for the occupancy before launching."""
+import itertools
+
+import pytest
+import torch
+
+from rnnkern import _ops
+import rnnkern._simt  # noqa: F401
+
+SIMT = torch.ops.rnnkern_simt
+DEVICES = {"A100": (108, 163 * 1024), "H100": (132, 227 * 1024)}
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+PERSISTENT_THREADS, REGISTER_FILE, MAX_REGISTERS = 256, 65536, 255
+
+
+def plan(mode, H, B, dtype=torch.float32, device="H100", backward=False, proj=False):
+    used, blocks, units, threads, tile, smem, resident = SIMT.persistent_plan(
+        backward, _ops.MODE_IDS[mode], H, B, proj, dtype, device)
+    return dict(used=bool(used), blocks=blocks, units=units, threads=threads, tile=tile,
+                smem=smem, resident=resident)
+
+
+def test_tiers():
+    # Small H: all of W_hh in one block, no grid barrier.
+    assert plan("LSTM", 64, 8)["blocks"] == 1
+    assert plan("GRU", 96, 1, torch.bfloat16)["blocks"] == 1
+    # Larger H: about one block per SM.
+    p = plan("LSTM", 768, 16)
+    assert p["used"] and p["blocks"] == 128 and p["units"] == 6
+    assert plan("LSTM", 768, 16, device="A100")["blocks"] == 96
+    # fp32 LSTM H=1024 needs 16 MiB of W_hh: fits H100's shared memory, not A100's.
+    assert plan("LSTM", 1024, 16)["used"]
+    assert not plan("LSTM", 1024, 16, device="A100")["used"]
+    assert plan("LSTM", 1024, 16, torch.bfloat16, device="A100")["used"]
+    # Not taken: projections, large batches (sooner for larger H), W_hh beyond the chip.
+    assert not plan("LSTM", 256, 8, proj=True)["used"]
+    assert plan("GRU", 256, 64)["used"] and not plan("GRU", 256, 65)["used"]
+    assert plan("GRU", 768, 16)["used"] and not plan("GRU", 768, 17)["used"]
+    assert not plan("LSTM", 2048, 1)["used"]
+
+
+def test_tile_shrinks_before_giving_up():
+    # Backward stages rows of all 4H gate gradients: 16 of them would not fit
+    # beside W_hh's columns.
+    p = plan("LSTM", 1024, 16, backward=True)
+    assert p["used"] and p["tile"] < 16 and p["smem"] <= 227 * 1024
+    assert plan("LSTM", 1024, 16)["tile"] == 16
+
+
+GPU_GRID = list(itertools.product(_ops.MODE_IDS, [256, 768, 1024], [1, 8, 16, 64, 256],
+                                  DTYPES, DEVICES, [False, True]))
+
+
+@pytest.mark.parametrize("mode,H,B,dtype,device,backward", GPU_GRID)
+def test_every_planned_grid_fits_the_device(mode, H, B, dtype, device, backward):
+    sms, smem_per_block = DEVICES[device]
+    p = plan(mode, H, B, dtype, device, backward)
+    if not p["used"]:
+        return
+    assert p["blocks"] * p["units"] >= H > (p["blocks"] - 1) * p["units"]
+    assert p["blocks"] <= sms  # at most one block per SM
+    assert p["smem"] <= smem_per_block
+    assert p["threads"] % 32 == 0 and p["threads"] <= PERSISTENT_THREADS
+    assert p["threads"] * MAX_REGISTERS <= REGISTER_FILE
+    assert p["blocks"] <= p["resident"], "the grid barrier needs every block co-resident"
+    # 1024 steps of one barrier each fit the 32-bit barrier counter
+    assert 1024 * p["blocks"] < 2 ** 32
