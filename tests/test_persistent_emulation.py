@@ -1,8 +1,9 @@
 """The persistent CUDA kernels (csrc/cuda/persistent.h), run on the CPU through
-the SIMT emulation against the CPU ops: every mode and dtype, dense and packed,
-both directions, forward and the backward data recurrence, in the single-block
-tier and the grid tier (several co-resident blocks, a grid barrier per step,
-exchange through a weak memory model), under random schedules. Then the bugs
+the SIMT emulation against the CPU ops: every mode and dtype (half and bfloat16
+on the emulated tensor cores), dense and packed, both directions, forward and
+the backward data recurrence, in the single-block tier and the grid tier
+(several co-resident blocks, a grid barrier per step, exchange through a weak
+memory model), under random schedules. Then the bugs
 such kernels are prone to, planted one at a time, must turn these checks red."""
 import os
 import shutil
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from rnnkern import _ops
-from test_cuda_emulation import SIMT, compare, layer_args, run_both
+from test_cuda_emulation import SIMT, TOLERANCE, compare, layer_args, run_both
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = list(_ops.MODE_IDS)
@@ -122,6 +123,9 @@ MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATI
     "cuda/persistent_common.h": [(
         "__shfl_xor_sync(0xffffffffu, v, offset)",
         "__shfl_xor_sync(0xffffffffu, v, rk_mutation() == 3 && offset == 1 ? 0 : offset)")],
+    "cuda/tensor_core.h": [(
+        "pair_at(wg + 8 * K + k0)",
+        "pair_at(wg + (rk_mutation() == 4 ? 8 : 8 * K) + k0)")],
 }
 MUTATION_HEADER = """#pragma once
 #include <cstdlib>
@@ -160,15 +164,16 @@ def mutant(tmp_path_factory):
     os.environ.pop("RNNKERN_MUTATION", None)
 
 
-def caught(ops, mutation, mode="GRU", seeds=range(1, 9)):
+def caught(ops, mutation, mode="GRU", seeds=range(1, 9), dtype=torch.float64):
     """How many schedules of the mutant disagree with the CPU op (or fail)."""
     os.environ["RNNKERN_MUTATION"] = str(mutation)
-    configure("grid", mode, 33, 3, torch.float64, ops=ops)
+    configure("grid", mode, 33, 3, dtype, ops=ops)
+    tol = TOLERANCE[dtype]
     hits = 0
     try:
         for seed in seeds:
             ops.set_launch_config(256, 4096, seed)
-            args = layer_args(mode, 4, 3, 3, 33, False, 0, torch.float64, seed=seed)
+            args = layer_args(mode, 4, 3, 3, 33, False, 0, dtype, seed=seed)
             fwd = args + [False, True]
             expected = torch.ops.rnnkern.layer_forward(*fwd)
             try:
@@ -176,7 +181,7 @@ def caught(ops, mutation, mode="GRU", seeds=range(1, 9)):
             except RuntimeError:
                 hits += 1
                 continue
-            hits += not all(torch.allclose(a, b, atol=1e-12, rtol=0)
+            hits += not all(torch.allclose(a, b, atol=tol, rtol=tol)
                             for a, b in zip(expected[:3], got[:3]))
     finally:
         os.environ["RNNKERN_MUTATION"] = "0"
@@ -189,3 +194,6 @@ def test_planted_bugs_are_caught(mutant):
     assert caught(mutant, 1) > 0, "a removed grid barrier went unnoticed"
     assert caught(mutant, 2) > 0, "a removed release fence went unnoticed"
     assert caught(mutant, 3) > 0, "a wrong shuffle lane went unnoticed"
+    assert caught(mutant, 0, dtype=torch.bfloat16, seeds=range(1, 3)) == 0
+    assert caught(mutant, 4, dtype=torch.bfloat16, seeds=range(1, 3)) > 0, \
+        "a wrong mma fragment index went unnoticed"

@@ -79,11 +79,11 @@ def test_simt_harness_selftest(tmp_path, sanitize):
 
 
 GRID_SOURCE = os.path.join(ROOT, "tests", "simt", "grid_selftest.cpp")
-GRID_CHECKS = {"w1", "w2", "g1", "g2", "g3", "g4"}
+GRID_CHECKS = {"w1", "w2", "w3", "g1", "g2", "g3", "g4"}
 
 
 def test_simt_grid_selftest(tmp_path):
-    # Warp shuffles and votes, co-resident blocks meeting at grid_sync.h's
+    # Warp shuffles and votes, mma.sync's fragment layout, co-resident blocks meeting at grid_sync.h's
     # barrier, the deadlock report of an oversized grid, and the weak memory
     # model catching a missing release fence.
     exe = tmp_path / "grid_selftest"

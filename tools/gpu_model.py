@@ -35,11 +35,17 @@ def predict(mode, H, B, dtype, device, backward=False):
     d = DEVICES[device]
     G = GATES[mode]
     rows, K = (G * units, H) if not backward else (units, G * H)
-    # Shared-memory bytes read per step by one block: every weight row once per
-    # group of BATCH_BLOCK batch rows, every staged row of h (fp32) once per
-    # group of ROW_BLOCK weight rows.
-    w_bytes = rows * K * s * math.ceil(B / BATCH_BLOCK)
-    x_bytes = math.ceil(rows / ROW_BLOCK) * B * K * 4
+    if s == 2:
+        # Tensor cores (tensor_core.h): a warp per 16 x 8 output tile reads its
+        # 16 weight rows and 8 staged rows of h once per step.
+        w_bytes = math.ceil(rows / 16) * math.ceil(B / 8) * 16 * K * s
+        x_bytes = math.ceil(rows / 16) * math.ceil(B / 8) * 8 * K * s
+    else:
+        # FMA (block_matvec): every weight row once per group of BATCH_BLOCK
+        # batch rows, every staged row of h (fp32) once per group of ROW_BLOCK
+        # weight rows.
+        w_bytes = rows * K * s * math.ceil(B / BATCH_BLOCK)
+        x_bytes = math.ceil(rows / ROW_BLOCK) * B * K * 4
     smem_us = (w_bytes + x_bytes) / (d["smem_bpc"] * d["ghz"] * 1e9) * 1e6
     exchange_us = d["l2_us"] + B * K * s / (d["l2_gbps"] * 1e9) * 1e6
     barrier_us = d["barrier_us"] if blocks > 1 else 0.0

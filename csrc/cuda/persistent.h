@@ -25,6 +25,7 @@
 #include "../core/step_elements.h"
 #include "grid_sync.h"
 #include "persistent_common.h"
+#include "tensor_core.h"
 
 namespace rnnkern {
 namespace cuda {
@@ -52,17 +53,20 @@ template <Mode M, typename T>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     persistent_forward_kernel(const PersistentForwardArgs<T> p) {
   using A = at::opmath_type<T>;
+  // Half and bfloat16 stage h in their own type for the tensor cores.
+  using X = std::conditional_t<uses_tensor_cores<T>(), T, A>;
   constexpr int64_t G = gates_of<M>();
   const int64_t H = p.hidden, U = p.units, GH = G * H, GU = G * U;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t units = H - j0 < U ? H - j0 : U;
+  const SmemLayout L(false, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>());
   RK_DYNAMIC_SHARED(unsigned char, smem);
-  A* hs = reinterpret_cast<A*>(smem);  // [tile, H]
-  A* sums = hs + p.tile * H;           // [tile, G*U]
-  T* w = reinterpret_cast<T*>(sums + p.tile * GU);
-  for (int64_t i = threadIdx.x; i < GU * H; i += blockDim.x) {
-    const int64_t g = i / H / U, u = i / H % U, k = i % H;
-    w[i] = u < units ? p.w_hh[(g * H + j0 + u) * H + k] : T(0);
+  A* sums = reinterpret_cast<A*>(smem);              // [tile, G*U]
+  X* hs = reinterpret_cast<X*>(smem + L.x_offset);   // [tile_p, K_p]
+  T* w = reinterpret_cast<T*>(smem + L.w_offset);    // [rows_p, K_p]
+  for (int64_t i = threadIdx.x; i < L.rows_p * L.K_p; i += blockDim.x) {
+    const int64_t r = i / L.K_p, g = r / U, u = r % U, k = i % L.K_p;
+    w[i] = r < GU && u < units && k < H ? p.w_hh[(g * H + j0 + u) * H + k] : T(0);
   }
   const SeqSteps& seq = p.seq;
   for (int64_t s = 0; s < seq.steps; ++s) {
@@ -75,17 +79,22 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
     for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
       const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
       __syncthreads();  // the previous pass is done with hs and sums
-      for (int64_t i = threadIdx.x; i < nb * H; i += blockDim.x) {
-        const int64_t b = b0 + i / H, k = i % H;
+      for (int64_t i = threadIdx.x; i < L.tile_p * L.K_p; i += blockDim.x) {
+        const int64_t lb = i / L.K_p, b = b0 + lb, k = i % L.K_p;
         // Rows that were active last step continue from it; the others start.
-        hs[i] = A(b < rows_prev ? exchange_load(out_prev + b * H + k) : p.h[b * H + k]);
+        hs[i] = lb >= nb || k >= H ? X(0)
+                : X(b < rows_prev ? exchange_load(out_prev + b * H + k) : p.h[b * H + k]);
       }
       __syncthreads();
-      block_matvec(w, GU, H, hs, nb, sums, GU);
+      if constexpr (uses_tensor_cores<T>()) {
+        block_matvec_mma(w, L.rows_p, L.K_p, hs, nb, sums, GU, GU);
+      } else {
+        block_matvec(w, GU, H, hs, nb, sums, GU);
+      }
       __syncthreads();
       for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
         const int64_t lb = i / units, u = i % units, b = b0 + lb, j = j0 + u;
-        const T h_prev = T(hs[lb * H + j]);
+        const T h_prev = T(hs[lb * L.K_p + j]);
         if (p.saved_h_prev != nullptr) p.saved_h_prev[(off + b) * H + j] = h_prev;
         for (int64_t g = 0; g < G; ++g) {
           const A sum = sums[lb * GU + g * U + u];
@@ -137,17 +146,19 @@ template <Mode M, typename T>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
     persistent_backward_kernel(const PersistentBackwardArgs<T> p) {
   using A = at::opmath_type<T>;
+  using X = std::conditional_t<uses_tensor_cores<T>(), T, A>;
   constexpr int64_t G = gates_of<M>();
   const int64_t H = p.hidden, U = p.units, GH = G * H;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t units = H - j0 < U ? H - j0 : U;
+  const SmemLayout L(true, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>());
   RK_DYNAMIC_SHARED(unsigned char, smem);
-  A* ds = reinterpret_cast<A*>(smem);  // [tile, G*H]
-  A* sums = ds + p.tile * GH;          // [tile, U]
-  T* w = reinterpret_cast<T*>(sums + p.tile * U);
-  for (int64_t i = threadIdx.x; i < U * GH; i += blockDim.x) {
-    const int64_t u = i / GH, r = i % GH;
-    w[i] = u < units ? p.w_hh[r * H + j0 + u] : T(0);
+  A* sums = reinterpret_cast<A*>(smem);              // [tile, U]
+  X* ds = reinterpret_cast<X*>(smem + L.x_offset);   // [tile_p, K_p]
+  T* w = reinterpret_cast<T*>(smem + L.w_offset);    // [rows_p, K_p]: W_hh^T rows of the units
+  for (int64_t i = threadIdx.x; i < L.rows_p * L.K_p; i += blockDim.x) {
+    const int64_t u = i / L.K_p, r = i % L.K_p;
+    w[i] = u < units && r < GH ? p.w_hh[r * H + j0 + u] : T(0);
   }
   const SeqSteps& seq = p.seq;
   for (int64_t s = 0; s < seq.steps; ++s) {
@@ -178,11 +189,17 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
     for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
       const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
       __syncthreads();
-      for (int64_t i = threadIdx.x; i < nb * GH; i += blockDim.x) {
-        ds[i] = A(exchange_load(p.dgates_h + (off + b0) * GH + i));
+      for (int64_t i = threadIdx.x; i < L.tile_p * L.K_p; i += blockDim.x) {
+        const int64_t lb = i / L.K_p, r = i % L.K_p;
+        ds[i] = lb >= nb || r >= GH ? X(0)
+                : X(exchange_load(p.dgates_h + (off + b0 + lb) * GH + r));
       }
       __syncthreads();
-      block_matvec(w, U, GH, ds, nb, sums, U);
+      if constexpr (uses_tensor_cores<T>()) {
+        block_matvec_mma(w, L.rows_p, L.K_p, ds, nb, sums, U, U);
+      } else {
+        block_matvec(w, U, GH, ds, nb, sums, U);
+      }
       __syncthreads();
       for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
         const int64_t lb = i / units, u = i % units;

@@ -102,20 +102,32 @@ RK_DEVICE_INLINE void block_matvec(const T* w, int64_t rows, int64_t K, const A*
   }
 }
 
-// Dynamic shared memory of the persistent kernels, in bytes: the arithmetic
-// type's arrays first (8-byte aligned), then this block's slice of W_hh.
-//   forward:  h tile [tile, H], gate sums [tile, G*U], W_hh rows [G*U, H]
-//   backward: dgates tile [tile, G*H], sums [tile, U], W_hh columns [U, G*H]
-RK_HD_INLINE int64_t persistent_acc_elems(bool backward, int64_t hidden, int64_t gates,
-                                           int64_t units, int64_t tile) {
-  return backward ? tile * gates * hidden + tile * units : tile * hidden + tile * gates * units;
-}
-RK_HD_INLINE int64_t persistent_smem_bytes(bool backward, int64_t hidden, int64_t gates,
-                                           int64_t units, int64_t tile, int64_t elem_bytes,
-                                           int64_t acc_bytes) {
-  return persistent_acc_elems(backward, hidden, gates, units, tile) * acc_bytes +
-         gates * units * hidden * elem_bytes;
-}
+// Dynamic shared memory of a persistent kernel. A block's weights are `rows`
+// rows of length K (forward: the G*U gate rows of its units, K = H; backward:
+// its U columns of W_hh as rows, K = G*H); per pass it stages `tile` rows of
+// the other operand (forward: h; backward: the gate gradients) and writes
+// their products [tile, rows] in the accumulator type. On tensor cores the
+// staged rows keep the element type and the weights, the staged rows and K are
+// zero-padded to the mma shape (rows to 16, K to 16, the tile to 8).
+struct SmemLayout {
+  int64_t rows, K, tile;        // logical sizes
+  int64_t rows_p, K_p, tile_p;  // stored sizes
+  int64_t x_offset, w_offset, bytes;  // the products start at byte 0
+
+  RK_HD_INLINE SmemLayout(bool backward, int64_t hidden, int64_t gates, int64_t units,
+                          int64_t tile_rows, int64_t elem_bytes, int64_t acc_bytes, bool mma)
+      : rows(backward ? units : gates * units),
+        K(backward ? gates * hidden : hidden),
+        tile(tile_rows),
+        rows_p(mma ? round_up(rows, 16) : rows),
+        K_p(mma ? round_up(K, 16) : K),
+        tile_p(mma ? round_up(tile_rows, 8) : tile_rows),
+        x_offset(round_up(tile * rows * acc_bytes, 16)),
+        w_offset(round_up(x_offset + tile_p * K_p * (mma ? elem_bytes : acc_bytes), 16)),
+        bytes(w_offset + rows_p * K_p * elem_bytes) {}
+
+  RK_HD_INLINE static int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
+};
 
 }  // namespace cuda
 }  // namespace rnnkern

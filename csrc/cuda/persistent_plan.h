@@ -94,8 +94,10 @@ inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, 
   }
   const int64_t G = gate_count(mode);
   const int64_t tile = std::min(batch, kMaxTile);
+  // 16-bit weights take the tensor-core product (tensor_core.h).
   auto bytes = [&](int64_t units, int64_t t) {
-    return persistent_smem_bytes(backward, hidden, G, units, t, elem_bytes, acc_bytes);
+    return SmemLayout(backward, hidden, G, units, t, elem_bytes, acc_bytes, elem_bytes == 2)
+        .bytes;
   };
   int64_t units = hidden;  // one block, if it fits
   if (bytes(units, tile) > d.smem_per_block) units = (hidden + d.sms - 1) / d.sms;

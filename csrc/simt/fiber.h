@@ -37,7 +37,15 @@ enum class FiberState : unsigned char {
   kDone
 };
 
-enum class WarpOp : unsigned char { kShflIdx, kShflXor, kShflDown, kShflUp, kBallot, kSync };
+enum class WarpOp : unsigned char { kShflIdx, kShflXor, kShflDown, kShflUp, kBallot, kSync, kMma };
+
+// What a lane brings to an emulated mma.sync: its fragments (value points here).
+struct MmaFragments {
+  const std::uint32_t* a;  // 4 registers of A
+  const std::uint32_t* b;  // 2 registers of B
+  float* c;                // 4 accumulators, replaced by D
+  bool half;               // fp16, else bfloat16
+};
 
 // What a lane brings to a warp-synchronous op, and what it gets back.
 struct WarpRequest {

@@ -3,6 +3,9 @@
 // lanes of the op's mask have arrived, and what a stuck launch says.
 #pragma once
 
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 
 #include "scheduler.h"
@@ -35,6 +38,58 @@ inline unsigned shuffle_source(const WarpRequest& q, unsigned lane) {
   }
 }
 
+// A 16-bit float's value: bfloat16 is a float's upper half; fp16 decoded.
+inline float bits16_to_float(std::uint32_t bits, bool half) {
+  if (!half) {
+    const std::uint32_t f = bits << 16;
+    float v;
+    std::memcpy(&v, &f, 4);
+    return v;
+  }
+  const int sign = bits >> 15 & 1, exponent = bits >> 10 & 31, mantissa = bits & 1023;
+  float v;
+  if (exponent == 0) {
+    v = std::ldexp(static_cast<float>(mantissa), -24);
+  } else if (exponent == 31) {
+    v = mantissa ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    v = std::ldexp(static_cast<float>(mantissa + 1024), exponent - 25);
+  }
+  return sign ? -v : v;
+}
+
+// mma.sync.m16n8k16.row.col.f32 with 16-bit A and B, by PTX's fragment layout
+// (tensor_core.h spells it out): gathers A, B and C from the 32 lanes, sums
+// each D element over k in order, and hands every lane its part of D.
+inline void resolve_mma(Runtime& r, unsigned slot, unsigned first) {
+  float A[16][16], B[16][8], C[16][8];
+  auto half_of = [](std::uint32_t reg, int hi) { return hi ? reg >> 16 : reg & 0xffffu; };
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    const auto& f = *reinterpret_cast<const MmaFragments*>(fiber(r, slot, first + lane).warp.value);
+    const unsigned g = lane / 4, q = lane % 4;
+    for (int i = 0; i < 2; ++i) {
+      A[g][2 * q + i] = bits16_to_float(half_of(f.a[0], i), f.half);
+      A[g + 8][2 * q + i] = bits16_to_float(half_of(f.a[1], i), f.half);
+      A[g][2 * q + 8 + i] = bits16_to_float(half_of(f.a[2], i), f.half);
+      A[g + 8][2 * q + 8 + i] = bits16_to_float(half_of(f.a[3], i), f.half);
+      B[2 * q + i][g] = bits16_to_float(half_of(f.b[0], i), f.half);
+      B[2 * q + 8 + i][g] = bits16_to_float(half_of(f.b[1], i), f.half);
+      C[g][2 * q + i] = f.c[i];
+      C[g + 8][2 * q + i] = f.c[2 + i];
+    }
+  }
+  for (unsigned lane = 0; lane < 32; ++lane) {
+    const auto& f = *reinterpret_cast<const MmaFragments*>(fiber(r, slot, first + lane).warp.value);
+    const unsigned g = lane / 4, q = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+      const unsigned m = g + (i >= 2 ? 8 : 0), n = 2 * q + i % 2;
+      float d = C[m][n];
+      for (int k = 0; k < 16; ++k) d += A[m][k] * B[k][n];
+      f.c[i] = d;
+    }
+  }
+}
+
 inline bool resolve_warp(Runtime& r, unsigned slot, unsigned warp, std::string& failure) {
   const unsigned first = warp * 32;
   const unsigned lanes = r.threads - first < 32 ? r.threads - first : 32;
@@ -63,6 +118,15 @@ inline bool resolve_warp(Runtime& r, unsigned slot, unsigned warp, std::string& 
                 dims_name(r.slots[slot].block) + " meet at different warp ops";
       return false;
     }
+  }
+  if (q.op == WarpOp::kMma) {
+    if (q.mask != 0xffffffffu) {
+      failure = "rnnkern::simt: mma.sync needs all 32 lanes of the warp";
+      return false;
+    }
+    resolve_mma(r, slot, first);
+    for (unsigned l = 0; l < 32; ++l) fiber(r, slot, first + l).state = FiberState::kReady;
+    return true;
   }
   std::uint64_t ballot = 0;
   for (unsigned l = 0; l < 32; ++l) {

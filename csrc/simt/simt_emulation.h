@@ -25,8 +25,11 @@
 //    and is filled with 0xFF bytes (NaN for float and double) before each
 //    block, so a read before write shows.
 //
+//  * mma.sync (m16n8k16, 16-bit inputs, fp32 accumulation) as a warp op that
+//    assembles the matrices from the lanes' fragments by PTX's layout.
+//
 // Not provided: the __shared__ keyword (use RK_SHARED), streams, thread-block
-// clusters, mma fragments, and launches from several OS threads at once.
+// clusters, other mma shapes, and launches from several OS threads at once.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -266,6 +269,14 @@ T global_load(const T* p) {
     if (it != s.latest.end()) return detail::from_bits<T>(s.stores[it->second].bits);
   }
   return *p;
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: every lane of the warp
+// brings its fragments and waits until all 32 have; see scheduler_waits.h.
+inline void mma_16x8x16(const std::uint32_t (&a)[4], const std::uint32_t (&b)[2], float (&c)[4],
+                        bool half) {
+  detail::MmaFragments f{a, b, c, half};
+  detail::warp_op(detail::WarpOp::kMma, 0xffffffffu, reinterpret_cast<std::uintptr_t>(&f), 0, 32);
 }
 
 // One poll of a spin loop: lets the other threads run, then reads.

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -101,6 +102,60 @@ __global__ void grid_steps_no_fence(float* slots, float* sums, unsigned* counter
   }
 }
 
+// 16-bit encodings of small integers: bfloat16 (a float's upper half) and fp16.
+uint32_t bf16_bits(int n) {
+  const float v = static_cast<float>(n);
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return b >> 16;
+}
+uint32_t fp16_bits(int n) {
+  if (n == 0) return 0;
+  const unsigned a = static_cast<unsigned>(n < 0 ? -n : n);
+  int e = 0;
+  while ((a >> (e + 1)) != 0) ++e;
+  return (n < 0 ? 0x8000u : 0u) | static_cast<uint32_t>(e + 15) << 10 | ((a << (10 - e)) & 1023u);
+}
+
+// One warp: every lane packs its fragments of A (16x16), B (16x8) and C by
+// PTX's m16n8k16 layout and runs the emulated mma; out gets D row-major.
+__global__ void mma_kernel(const int* A, const int* B, const float* C, float* out, bool half) {
+  const unsigned lane = threadIdx.x, g = lane / 4, q = lane % 4;
+  auto enc = [&](int v) { return half ? fp16_bits(v) : bf16_bits(v); };
+  auto pair = [&](int lo, int hi) { return enc(lo) | enc(hi) << 16; };
+  const uint32_t a[4] = {pair(A[g * 16 + 2 * q], A[g * 16 + 2 * q + 1]),
+                         pair(A[(g + 8) * 16 + 2 * q], A[(g + 8) * 16 + 2 * q + 1]),
+                         pair(A[g * 16 + 2 * q + 8], A[g * 16 + 2 * q + 9]),
+                         pair(A[(g + 8) * 16 + 2 * q + 8], A[(g + 8) * 16 + 2 * q + 9])};
+  const uint32_t b[2] = {pair(B[(2 * q) * 8 + g], B[(2 * q + 1) * 8 + g]),
+                         pair(B[(2 * q + 8) * 8 + g], B[(2 * q + 9) * 8 + g])};
+  float c[4] = {C[g * 8 + 2 * q], C[g * 8 + 2 * q + 1], C[(g + 8) * 8 + 2 * q],
+                C[(g + 8) * 8 + 2 * q + 1]};
+  rnnkern::simt::mma_16x8x16(a, b, c, half);
+  out[g * 8 + 2 * q] = c[0];
+  out[g * 8 + 2 * q + 1] = c[1];
+  out[(g + 8) * 8 + 2 * q] = c[2];
+  out[(g + 8) * 8 + 2 * q + 1] = c[3];
+}
+
+int wrong_mma(bool half) {
+  std::vector<int> A(256), B(128);
+  std::vector<float> C(128), out(128, -1.0f);
+  for (int i = 0; i < 256; ++i) A[i] = (i * 7 + 3) % 9 - 4;
+  for (int i = 0; i < 128; ++i) B[i] = (i * 5 + 1) % 7 - 3;
+  for (int i = 0; i < 128; ++i) C[i] = static_cast<float>(i % 5);
+  launch(mma_kernel, 1, 32, 0, A.data(), B.data(), C.data(), out.data(), half);
+  int wrong = 0;
+  for (int m = 0; m < 16; ++m) {
+    for (int n = 0; n < 8; ++n) {
+      float d = C[m * 8 + n];
+      for (int k = 0; k < 16; ++k) d += static_cast<float>(A[m * 16 + k] * B[k * 8 + n]);
+      wrong += out[m * 8 + n] != d;
+    }
+  }
+  return wrong;
+}
+
 template <typename Kernel>
 int wrong_sums(Kernel kernel, unsigned blocks, unsigned resident, int steps) {
   std::vector<float> slots(steps * blocks, -1.0f), sums(steps * blocks, 0.0f);
@@ -135,6 +190,10 @@ int main() {
   }
   check(wrong == 0, "w1", "shfl idx/xor/down(width 8)/up, ballot/all/any, butterfly sum (" +
                               std::to_string(wrong) + " wrong)");
+
+  const int mma_wrong = wrong_mma(false) + wrong_mma(true);
+  check(mma_wrong == 0, "w3", "mma.sync m16n8k16 bf16 and fp16 by PTX's fragment layout (" +
+                              std::to_string(mma_wrong) + " of 256 wrong)");
 
   const std::string partial = error_of([] {
     std::vector<int> o(32);
