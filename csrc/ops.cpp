@@ -1,7 +1,14 @@
 // The rnnkern operator schemas. Each device registers its kernels in its own
 // file (TORCH_LIBRARY_IMPL); importing rnnkern._C runs the registrations.
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <Python.h>
 #include <torch/library.h>
+
+#include <optional>
+#include <tuple>
 
 // `import rnnkern._C` needs a module init; the ops need nothing from Python.
 extern "C" PyObject* PyInit__C(void) {
@@ -54,4 +61,41 @@ TORCH_LIBRARY(rnnkern, m) {
       "layer_backward_bidirectional(int mode, Tensor input, Tensor? batch_sizes, "
       "Tensor?[] forward, Tensor?[] reverse, int batch, bool[4] output_mask) -> "
       "(Tensor[] forward_grads, Tensor[] reverse_grads)");
+  // One step of a cell for inference (core/cell_op.h): input [B, I], hx and
+  // cx (LSTM) [B, H]; returns h' and c' (empty except for the LSTM). Nothing is
+  // saved for backward: it refuses inputs that require grad under grad mode.
+  m.def(
+      "cell_forward(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
+}
+
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+
+// cell_forward's Autograd kernel: there is no derivative, so differentiating
+// it is an error rather than a result without a graph.
+std::tuple<at::Tensor, at::Tensor> cell_forward_autograd(
+    int64_t mode, const at::Tensor& input, const at::Tensor& hx, const OptTensor& cx,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& b_ih,
+    const OptTensor& b_hh) {
+  if (at::GradMode::is_enabled()) {
+    for (const OptTensor& t : {OptTensor(input), OptTensor(hx), cx, OptTensor(w_ih),
+                               OptTensor(w_hh), b_ih, b_hh}) {
+      TORCH_CHECK(!(t.has_value() && t->defined() && t->requires_grad()),
+                  "rnnkern: cell_forward saves nothing for backward; differentiate through the "
+                  "cell modules or layer_forward");
+    }
+  }
+  at::AutoDispatchBelowADInplaceOrView below;
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("rnnkern::cell_forward", "")
+                             .typed<decltype(cell_forward_autograd)>();
+  return op.call(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkern, Autograd, m) {
+  m.impl("cell_forward", &cell_forward_autograd);
 }

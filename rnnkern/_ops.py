@@ -28,6 +28,7 @@ layer_backward = torch.ops.rnnkern.layer_backward.default
 layer_backward_data = torch.ops.rnnkern.layer_backward_data.default
 layer_forward_bidirectional = torch.ops.rnnkern.layer_forward_bidirectional.default
 layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional.default
+cell_forward = torch.ops.rnnkern.cell_forward.default
 cpu_capability = torch.ops.rnnkern.cpu_capability
 # Switches the CPU kernels to another instruction set the CPU has, returning the
 # previous one's name: for tests and benchmarks (see rnnkern.cpu_capability).
@@ -52,6 +53,11 @@ def _layer_forward_fake(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh
     if mode in (LSTM, GRU):
         extra = input.new_empty((2, N, H) if w_hr is not None else (N, H))
     return output, hy, cy, input.new_empty((N, R)), input.new_empty((N, w_hh.shape[0])), extra
+
+
+@torch.library.register_fake("rnnkern::cell_forward")
+def _cell_forward_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    return input.new_empty(hx.shape), input.new_empty(cx.shape if mode == LSTM else (0,))
 
 
 @torch.library.register_fake("rnnkern::layer_backward")

@@ -1,13 +1,16 @@
 """Drop-in replacements for torch.nn.RNNCell, torch.nn.LSTMCell and torch.nn.GRUCell.
 
-Each step is one call of the fused layer operator on a one-step sequence, so a
-cell and the matching full module compute with the very same kernels.
+A step that nothing differentiates (inference, or frozen weights and inputs)
+is one call of the cell operator (``cell_forward``: two GEMMs and the fused
+pointwise step, nothing saved); any other step is one call of the fused layer
+operator on a one-step sequence, with its autograd, double backward, jvp and
+vmap. Both compute with the same kernels as the full modules.
 Parameters, init, ``repr`` and ``state_dict`` come from ``torch.nn.RNNCellBase``.
 """
 import torch
 from torch import nn
 
-from . import _autocast, _onnx
+from . import _autocast, _autograd, _onnx, _ops
 from .functional import rnn_layer
 from .modules import check_dtype
 
@@ -52,6 +55,10 @@ class _FusedCell(nn.RNNCellBase):
                 c.unsqueeze(0) if c is not None else None,
                 [[w for w in weights if w is not None]], 1, False, 0.0, False, self.hidden_size)
             h_new, c_new = h_new[0], (c_new[0] if c_new is not None else None)
+        elif _inference_only(input, h, c, weights):
+            h_new, c_new = _ops.cell_forward(_ops.MODE_IDS[self._mode_name()], input, h, c,
+                                             *weights)
+            c_new = c_new if c is not None else None
         else:
             _, h_new, c_new = rnn_layer(self._mode_name(), input.unsqueeze(0), h, c, *weights)
         if low is not None:
@@ -72,6 +79,17 @@ class _FusedCell(nn.RNNCellBase):
             hx = hx.unsqueeze(0)
         h, _ = self._step(input, hx, None, name)
         return h if is_batched else h.squeeze(0)
+
+
+def _inference_only(input, h, c, weights):
+    """Whether a step can take the cell operator: nothing to differentiate,
+    in either mode, and no tracer or transform that needs the layer op."""
+    if torch.is_grad_enabled() and (
+            input.requires_grad or h.requires_grad or (c is not None and c.requires_grad)
+            or any(w is not None and w.requires_grad for w in weights)):
+        return False
+    return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+                or _autograd._forward_ad_active())
 
 
 def _short(dtype):

@@ -147,3 +147,62 @@ def test_convert_replaces_cells():
     for k, m in model.items():
         for a, b in zip(as_list(m(x)), expected[k]):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch", [3, 1, None])
+@pytest.mark.parametrize("how", ["no_grad", "inference_mode", "frozen"])
+def test_cell_inference_takes_the_cell_op(name, bias, batch, how, monkeypatch):
+    # A step nothing differentiates is one cell_forward call, equal to torch.nn.
+    ref, ours = make_cells(name, bias=bias)
+    calls = []
+    op = rnnkern.cells._ops.cell_forward
+    monkeypatch.setattr(rnnkern.cells._ops, "cell_forward",
+                        lambda *a: calls.append(1) or op(*a))
+    torch.manual_seed(1)
+    x = torch.randn(*((batch, 3) if batch else (3,)), dtype=torch.float64)
+    hx = states(name, batch, requires_grad=False)
+    if how == "frozen":
+        ours.requires_grad_(False)
+        ref.requires_grad_(False)
+        context = torch.enable_grad()
+    else:
+        context = torch.no_grad() if how == "no_grad" else torch.inference_mode()
+    with context:
+        expected, got = as_list(ref(x, hx)), as_list(ours(x, hx))
+    assert calls == [1]
+    for a, b in zip(expected, got):
+        assert a.shape == b.shape and not b.requires_grad
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_cell_inference_dtypes(dtype):
+    for name in CELLS:
+        ref, ours = make_cells(name, I=6, H=9, dtype=dtype)
+        x = torch.randn(4, 6).to(dtype)
+        hx = states(name, 4, H=9, requires_grad=False)
+        hx = tuple(h.to(dtype) for h in hx) if isinstance(hx, tuple) else hx.to(dtype)
+        with torch.no_grad():
+            for a, b in zip(as_list(ref(x, hx)), as_list(ours(x, hx))):
+                tol = 1e-5 if dtype == torch.float32 else 3e-2
+                torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+
+
+def test_cell_forward_op_contract():
+    op = torch.ops.rnnkern.cell_forward.default
+    w_ih, w_hh, b = torch.randn(20, 3), torch.randn(20, 5), torch.randn(20)
+    x, h, c = torch.randn(2, 3), torch.randn(2, 5), torch.randn(2, 5)
+    torch.library.opcheck(op, (2, x, h, c, w_ih, w_hh, b, b),
+                          test_utils=("test_schema", "test_faketensor"))
+    with pytest.raises(RuntimeError, match="saves nothing for backward"):
+        op(2, x.requires_grad_(), h, c, w_ih, w_hh, b, b)
+    with torch.no_grad():
+        op(2, x, h, c, w_ih, w_hh, b, b)  # fine without grad mode
+    with pytest.raises(RuntimeError, match="weight_hh must have shape"):
+        op(2, x.detach(), h, c, w_ih, w_hh[:19], b, b)
+    with pytest.raises(RuntimeError, match="hx must have shape"):
+        op(2, x.detach(), h[:1], c, w_ih, w_hh, b, b)
+    with pytest.raises(RuntimeError, match="needs a cell state"):
+        op(2, x.detach(), h, None, w_ih, w_hh, b, b)

@@ -152,3 +152,12 @@ def test_planted_indexing_bug_is_caught(tmp_path):
     expected = torch.ops.rnnkern.layer_forward(*args)
     torch.testing.assert_close(SIMT.layer_forward(*args)[0], expected[0], atol=1e-12, rtol=0)
     assert not torch.allclose(mutant.layer_forward(*args)[0], expected[0])
+
+
+@pytest.mark.parametrize("mode", list(_ops.MODE_IDS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_cell_op_kernels_match_cpu(mode, dtype):
+    args = layer_args(mode, 1, 3, 4, 21, False, 0, dtype)
+    m, x, _, hx, cx, w_ih, w_hh, b_ih, b_hh, _ = args
+    cell = [m, x[0], hx, cx, w_ih, w_hh, b_ih, b_hh]
+    compare(torch.ops.rnnkern.cell_forward(*cell), SIMT.cell_forward(*cell), dtype)

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "../core/bidirectional_op.h"
+#include "../core/cell_op.h"
 #include "../core/layer_op.h"
 #include "../core/step_elements.h"
 #include "blas.h"
@@ -153,6 +154,7 @@ TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
   m.impl("layer_backward_data", &layer_backward_data<cpu::Backend>);
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cpu::Backend>);
   m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cpu::Backend>);
+  m.impl("cell_forward", &cell_forward<cpu::Backend>);
 }
 
 }  // namespace rnnkern

@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "../core/bidirectional_op.h"
+#include "../core/cell_op.h"
 #include "../core/generic_backend.h"
 #include "../core/layer_op.h"
 #include "kernels.h"
@@ -262,6 +263,7 @@ TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
   m.impl("layer_backward_data", &layer_backward_data<cuda::Backend>);
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cuda::Backend>);
   m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cuda::Backend>);
+  m.impl("cell_forward", &cell_forward<cuda::Backend>);
 }
 
 }  // namespace rnnkern

@@ -14,6 +14,7 @@
 #include "../cuda/persistent_launch.h"
 #include "../core/aten_gemm.h"
 #include "../core/generic_backend.h"
+#include "../core/cell_op.h"
 #include "../core/layer_op.h"
 
 // The op namespace; a test building a mutated copy of the kernels gives it another.
@@ -218,6 +219,9 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "Tensor w_hh, Tensor? w_hr, Tensor output, Tensor saved_h_prev, Tensor saved_gates, "
       "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
       "int batch, bool want_input) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "cell_forward(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
   m.def("column_sum(Tensor x, int block_rows=8) -> Tensor");
   // Threads per block and the grid cap of the 1-D kernels, and the seed of the
   // thread order inside blocks.
@@ -239,6 +243,7 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
   m.impl("layer_forward", &layer_forward<simt_ops::Backend>);
   m.impl("layer_backward", &layer_backward<simt_ops::Backend>);
   m.impl("layer_backward_data", &layer_backward_data<simt_ops::Backend>);
+  m.impl("cell_forward", &cell_forward<simt_ops::Backend>);
   m.impl("column_sum", &simt_ops::column_sum);
 }
 
