@@ -42,19 +42,9 @@ std::tuple<Tensor, Tensor> cell_forward(int64_t mode_id, const Tensor& input, co
     TORCH_CHECK(bias->scalar_type() == input.scalar_type() && bias->device() == input.device(),
                 "rnnkern: bias must match the input's dtype and device");
   }
-  // The biases that add to the pre-activations go into the input projection
-  // (for the GRU all of b_hh but its n part, which r scales), as layer_forward.
   const bool gru = mode == Mode::GRU;
   Tensor bias_x, bias_hn;
-  if (bh != nullptr && gru) {
-    bias_x = bi ? bi->clone() : at::zeros({GH}, input.options());
-    bias_x.narrow(0, 0, 2 * H).add_(bh->narrow(0, 0, 2 * H));
-    bias_hn = bh->narrow(0, 2 * H, H).contiguous();
-  } else if (bh != nullptr) {
-    bias_x = bi ? at::add(*bi, *bh) : *bh;
-  } else if (bi != nullptr) {
-    bias_x = *bi;
-  }
+  std::tie(bias_x, bias_hn) = folded_biases(mode, H, b_ih, b_hh, input.options());
   Tensor gates = Backend::input_projection(input.contiguous(), w_ih, bias_x);
   const Tensor h_prev = hx.contiguous(), w = w_hh.contiguous();
   // The GRU reads h' where it writes h; the LSTM updates c in place.

@@ -48,6 +48,23 @@ T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+// Every bias that adds to the pre-activations, folded into one for the input
+// projection, and the GRU's b_hn, which stays apart (r scales it); either may
+// be undefined.
+inline std::tuple<Tensor, Tensor> folded_biases(Mode mode, int64_t H, const OptTensor& b_ih,
+                                                const OptTensor& b_hh,
+                                                const at::TensorOptions& opts) {
+  const Tensor* bi = defined_or_null(b_ih);
+  const Tensor* bh = defined_or_null(b_hh);
+  if (bh != nullptr && mode == Mode::GRU) {
+    Tensor bias_x = bi ? bi->clone() : at::zeros({gate_count(mode) * H}, opts);
+    bias_x.narrow(0, 0, 2 * H).add_(bh->narrow(0, 0, 2 * H));
+    return {bias_x, bh->narrow(0, 2 * H, H).contiguous()};
+  }
+  if (bh != nullptr) return {bi ? at::add(*bi, *bh) : *bh, Tensor()};
+  return {bi ? *bi : Tensor(), Tensor()};
+}
+
 #define RNNKERN_DISPATCH_TYPES(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
 
@@ -82,21 +99,8 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
   const Tensor w_hh_c = w_hh.contiguous();
   const Tensor w_hr_c = proj ? w_hr->contiguous() : Tensor();
 
-  // Fold every bias that adds to the pre-activations into the input
-  // projection; for the GRU, b_hn stays apart (it is scaled by r).
-  Tensor bias_x;
-  Tensor bias_hn;
-  const Tensor* bi = defined_or_null(b_ih);
-  const Tensor* bh = defined_or_null(b_hh);
-  if (bh != nullptr && mode == Mode::GRU) {
-    bias_x = bi ? bi->clone() : at::zeros({GH}, opts);
-    bias_x.narrow(0, 0, 2 * H).add_(bh->narrow(0, 0, 2 * H));
-    bias_hn = bh->narrow(0, 2 * H, H).contiguous();
-  } else if (bh != nullptr) {
-    bias_x = bi ? at::add(*bi, *bh) : *bh;
-  } else if (bi != nullptr) {
-    bias_x = *bi;
-  }
+  Tensor bias_x, bias_hn;
+  std::tie(bias_x, bias_hn) = folded_biases(mode, H, b_ih, b_hh, opts);
   Tensor gates = Backend::input_projection(x, w_ih, bias_x);
 
   Tensor h = hx.contiguous().clone();
