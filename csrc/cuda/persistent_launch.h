@@ -48,6 +48,10 @@ PersistentScratch persistent_scratch(const SeqLayout& seq, bool reverse) {
   return s;
 }
 
+inline unsigned* barrier_counter(const PersistentScratch& s) {
+  return reinterpret_cast<unsigned*>(s.barrier.data_ptr<int>());
+}
+
 template <class Device, typename T>
 PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& seq,
                         bool projection) {
@@ -72,7 +76,7 @@ bool persistent_forward(const LayerDims& dims, const SeqLayout& seq, bool revers
                                       buf.gates,        buf.gates_h,      buf.h,
                                       buf.c,            buf.output,       buf.saved_h_prev,
                                       buf.saved_extra,  stage.data_ptr<T>(),
-                                      reinterpret_cast<unsigned*>(scratch.barrier.data_ptr<int>())};
+                                      barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
     launched = Device::launch(&persistent_forward_kernel<decltype(mode)::value, T>, plan, args);
@@ -94,7 +98,7 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
                                        buf.extra,       buf.h_prev,      buf.output,
                                        buf.grad_output, buf.dh,          buf.dc,
                                        buf.dgates,      buf.dgates_h,    stage.data_ptr<T>(),
-                                       reinterpret_cast<unsigned*>(scratch.barrier.data_ptr<int>())};
+                                       barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
     launched = Device::launch(&persistent_backward_kernel<decltype(mode)::value, T>, plan, args);

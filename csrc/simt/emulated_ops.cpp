@@ -159,12 +159,13 @@ void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_
 // _cuda_grid_barrier_run), with the co-residency the emulated device allows.
 void grid_barrier_run(int64_t blocks, int64_t threads, int64_t steps) {
   TORCH_CHECK(blocks >= 1 && threads >= 32 && threads <= cuda::kPersistentThreads &&
-                  steps >= 0 && steps < (int64_t{1} << 31) && cuda::barrier_count_fits(steps, blocks),
+                  steps >= 0 && steps < (int64_t{1} << 31) &&
+                  cuda::barrier_count_fits(steps, blocks),
               "rnnkern_simt: bad grid barrier benchmark size");
   unsigned counter = 0;
-  simt::launch_cooperative(static_cast<uint64_t>(blocks), &cuda::barrier_kernel,
-                           dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
-                           0, &counter, static_cast<int>(steps));
+  const dim3 grid(static_cast<unsigned>(blocks)), block(static_cast<unsigned>(threads));
+  simt::launch_cooperative(static_cast<uint64_t>(blocks), &cuda::barrier_kernel, grid, block, 0,
+                           &counter, static_cast<int>(steps));
   // One block meets at __syncthreads() only.
   TORCH_CHECK(counter == static_cast<unsigned>(blocks > 1 ? steps * blocks : 0),
               "rnnkern_simt: barrier count ",

@@ -160,7 +160,8 @@ inline std::string deadlock_message(Runtime& r, std::uint64_t unstarted, std::ui
     ++resident;
     for (unsigned i = 0; i < r.threads; ++i) {
       const FiberState st = fiber(r, s, i).state;
-      spinning += st == FiberState::kSpinning || (st == FiberState::kReady && fiber(r, s, i).polling);
+      const bool polls = st == FiberState::kReady && fiber(r, s, i).polling;
+      spinning += st == FiberState::kSpinning || polls;
       at_barrier += st == FiberState::kAtBarrier;
       at_warp += st == FiberState::kAtWarp;
     }
