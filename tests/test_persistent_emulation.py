@@ -26,13 +26,13 @@ def persistent_off_afterwards():
     SIMT.set_launch_config(256, 4096, 1)
 
 
-def configure(tier, mode, H, B, dtype, sms=3, threads=64, ops=SIMT):
+def configure(tier, mode, H, B, dtype, sms=3, threads=64, ops=SIMT, **extra):
     """Sets the emulated device so that the layer plans as `tier` ('single' or
     'grid'), forward and backward; returns the number of blocks."""
     mode_id = _ops.MODE_IDS[mode]
     sizes = [BIG] if tier == "single" else [BIG >> s for s in range(1, 16)]
     for smem in sizes:
-        ops.set_persistent_config(True, sms, smem, threads)
+        ops.set_persistent_config(True, sms, smem, threads, **extra)
         plans = [ops.persistent_plan(bwd, mode_id, H, B, False, dtype, "emulated")
                  for bwd in (False, True)]
         if all(p[0] for p in plans) and all((p[1] == 1) == (tier == "single") for p in plans):
@@ -114,9 +114,9 @@ def test_oversized_grid_is_reported_as_a_deadlock():
 
 MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATION
     "cuda/persistent.h": [(
-        "grid_barrier(p.barrier, static_cast<unsigned>(s + 1));",
+        "grid_barrier(p.barrier, static_cast<unsigned>(s + 1), ",
         "if (rk_mutation() == 1) __syncthreads(); "
-        "else grid_barrier(p.barrier, static_cast<unsigned>(s + 1));")],
+        "else grid_barrier(p.barrier, static_cast<unsigned>(s + 1), ")],
     "cuda/grid_sync.h": [(
         "__threadfence();\n    atomicAdd(counter, 1u);",
         "if (rk_mutation() != 2) __threadfence();\n    atomicAdd(counter, 1u);")],
@@ -197,3 +197,23 @@ def test_planted_bugs_are_caught(mutant):
     assert caught(mutant, 0, dtype=torch.bfloat16, seeds=range(1, 3)) == 0
     assert caught(mutant, 4, dtype=torch.bfloat16, seeds=range(1, 3)) > 0, \
         "a wrong mma fragment index went unnoticed"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("refused", [False, True], ids=["paired", "refused"])
+def test_bidirectional_forward_runs_both_directions_in_one_grid(mode, packed, dtype, refused):
+    # Half the SMs per direction: two groups of blocks side by side, one launch;
+    # when the device refuses that grid, the waiting direction runs alone first.
+    T, B, I, H = 5, 3, 4, 33
+    configure("grid", mode, H, B, dtype, sms=6, refuse_pairs=refused)
+    first = layer_args(mode, T, B, I, H, packed, 0, dtype, seed=1)
+    second = layer_args(mode, T, B, I, H, packed, 0, dtype, seed=2)
+    args = [*first[:3], first[3:10], second[3:10], True]
+    before = SIMT.persistent_launches()
+    got = SIMT.layer_forward_bidirectional(*args)
+    assert SIMT.persistent_launches() - before == (2 if refused else 1)
+    expected = torch.ops.rnnkern.layer_forward_bidirectional(*args)
+    for want, have in zip(expected, got):
+        compare(want, have, dtype)

@@ -15,7 +15,7 @@ import sys
 ENTRY = re.compile(r"Compiling entry function '(\S+)' for '(sm_\d+)'")
 REGISTERS = re.compile(r"Used (\d+) registers")
 SMEM = re.compile(r"(\d+) bytes smem")
-PERSISTENT = re.compile(r"persistent_(forward|backward)_kernel|barrier_kernel")
+PERSISTENT = re.compile(r"persistent_\w+_kernel|barrier_kernel")
 PERSISTENT_THREADS = 256  # kPersistentThreads in persistent_common.h
 REGISTER_FILE = 65536     # 32-bit registers per SM on sm_80 and sm_90
 SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")

@@ -42,14 +42,14 @@ struct ForwardBuffers {
   bool h_raw_saved;
 };
 
+// The generic loop: per step the backend's GEMM and pointwise step.
 template <class Backend, typename T>
-void forward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                  const ForwardBuffers<T>& buf) {
+void forward_steps(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                   const ForwardBuffers<T>& buf) {
   const int64_t H = dims.hidden, R = dims.out;
   const int64_t GH = gate_count(dims.mode) * H;
   const bool gru = dims.mode == Mode::GRU;
   const bool proj = buf.w_hr != nullptr;
-  if (Backend::forward_sequence(dims, seq, reverse, buf)) return;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = reverse ? seq.steps - 1 - s : s;
     const int64_t rows = seq.sizes[t];
@@ -75,6 +75,14 @@ void forward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
       Backend::gemm(false, true, rows, R, H, T(1), h_raw, H, buf.w_hr, H, T(0), out, R);
       Backend::copy(buf.h, out, rows * R);
     }
+  }
+}
+
+template <class Backend, typename T>
+void forward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                  const ForwardBuffers<T>& buf) {
+  if (!Backend::forward_sequence(dims, seq, reverse, buf)) {
+    forward_steps<Backend, T>(dims, seq, reverse, buf);
   }
 }
 

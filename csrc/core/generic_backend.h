@@ -8,6 +8,7 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
 
+#include <initializer_list>
 #include <optional>
 
 #include "sequence.h"
@@ -36,6 +37,8 @@ struct GenericLoopBackend {
   static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
     return false;
   }
+  // Buffers of a layer op's loop, for a loop that runs after the op returns.
+  static void hold(std::initializer_list<at::Tensor>) {}
   // The two directions of a bidirectional layer: one after the other.
   template <typename F>
   static void both_directions(const F& body) {

@@ -130,6 +130,9 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
                                  train};
     forward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
   });
+  // A backend may run the loop later, in order on its stream (a direction of a
+  // bidirectional layer waiting for the other): it holds the loop's buffers.
+  Backend::hold({gates, gates_h, bias_hn, w_hh_c, w_hr_c, h_raw});
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = R;

@@ -97,9 +97,31 @@ struct PersistentDevice {
     if (static_cast<int64_t>(per_sm) * p->multiProcessorCount < plan.blocks) return false;
     Args copy = args;
     void* params[] = {&copy};
+    return cooperative(reinterpret_cast<const void*>(kernel), plan, plan.blocks, params);
+  }
+  // Both directions' groups of plan.blocks blocks in one grid.
+  template <typename Args>
+  static bool launch_pair(void (*kernel)(Args, Args, int64_t), const PersistentPlan& plan,
+                          const Args& first, const Args& second) {
+    const cudaDeviceProp* p = at::cuda::getCurrentDeviceProperties();
+    if (!p->cooperativeLaunch) return false;
+    const int smem = static_cast<int>(plan.smem_bytes);
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    int per_sm = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, kernel, static_cast<int>(plan.threads), plan.smem_bytes));
+    if (static_cast<int64_t>(per_sm) * p->multiProcessorCount < 2 * plan.blocks) return false;
+    Args a = first, b = second;
+    int64_t first_blocks = plan.blocks;
+    void* params[] = {&a, &b, &first_blocks};
+    return cooperative(reinterpret_cast<const void*>(kernel), plan, 2 * plan.blocks, params);
+  }
+  static bool cooperative(const void* kernel, const PersistentPlan& plan, int64_t blocks,
+                          void** params) {
     const cudaError_t err = cudaLaunchCooperativeKernel(
-        reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(plan.blocks)),
-        dim3(static_cast<unsigned>(plan.threads)), params, plan.smem_bytes, stream());
+        kernel, dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(plan.threads)),
+        params, plan.smem_bytes, stream());
     if (err == cudaErrorCooperativeLaunchTooLarge) {
       (void)cudaGetLastError();  // e.g. SMs taken by other work: nothing ran
       return false;
@@ -120,7 +142,21 @@ struct Backend : GenericLoopBackend {
   template <typename T>
   static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                const ForwardBuffers<T>& buf) {
-    return persistent_forward<PersistentDevice>(dims, seq, reverse, buf);
+    return persistent_forward<PersistentDevice>(
+        dims, seq, reverse, buf, [dims, seq, reverse, buf] {
+          forward_steps<Backend, T>(dims, seq, reverse, buf);
+        });
+  }
+  // The two directions of a bidirectional layer one after the other on the
+  // stream, their persistent forward kernels merged into one grid where they
+  // fit side by side (persistent_launch.h).
+  static void hold(std::initializer_list<at::Tensor> buffers) { hold_for_pair(buffers); }
+  template <typename F>
+  static void both_directions(const F& body) {
+    PairedForwardScope pair;
+    body(0);
+    body(1);
+    pair.close();
   }
   template <typename T>
   static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,

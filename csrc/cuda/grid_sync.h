@@ -44,21 +44,22 @@ __device__ __forceinline__ void spin_pause() {
 }
 #endif
 
-// Barrier number `generation` (1, 2, ...) of all blocks of the grid, on a
-// counter that was zero at launch: every block adds one per barrier, so the
-// n-th barrier is passed when the counter reaches n * gridDim.x (the host
-// checks that this fits in 32 bits). As cooperative groups' grid.sync():
+// Barrier number `generation` (1, 2, ...) of a group of `blocks` blocks (the
+// grid, or one of the groups sharing it), on the group's counter, zero at
+// launch: every block adds one per barrier, so the n-th barrier is passed
+// when the counter reaches n * blocks (the host checks that this fits in 32
+// bits). As cooperative groups' grid.sync():
 // the block meets at __syncthreads(); one thread releases the block's stores
 // (the fence is cumulative over what the barrier ordered before it), arrives,
 // spins until all blocks have arrived and fences again (acquire). A single
 // block needs only __syncthreads().
-RK_DEVICE_INLINE void grid_barrier(unsigned* counter, unsigned generation) {
+RK_DEVICE_INLINE void grid_barrier(unsigned* counter, unsigned generation, unsigned blocks) {
   __syncthreads();
-  if (gridDim.x == 1) return;
+  if (blocks == 1) return;
   if (threadIdx.x == 0) {
     __threadfence();
     atomicAdd(counter, 1u);
-    const unsigned target = generation * gridDim.x;
+    const unsigned target = generation * blocks;
     while (poll(counter) < target) spin_pause();
     __threadfence();
   }
@@ -67,7 +68,7 @@ RK_DEVICE_INLINE void grid_barrier(unsigned* counter, unsigned generation) {
 
 // Nothing but `steps` grid barriers: their cost, measured by the caller.
 __global__ void __launch_bounds__(256) barrier_kernel(unsigned* counter, int steps) {
-  for (int s = 0; s < steps; ++s) grid_barrier(counter, static_cast<unsigned>(s + 1));
+  for (int s = 0; s < steps; ++s) grid_barrier(counter, static_cast<unsigned>(s + 1), gridDim.x);
 }
 
 }  // namespace cuda

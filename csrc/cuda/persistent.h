@@ -49,15 +49,16 @@ struct PersistentForwardArgs {
   unsigned* barrier;  // zero at launch
 };
 
+// Block `block` of the `blocks` that run the forward of one layer-direction.
 template <Mode M, typename T>
-__global__ void __launch_bounds__(kPersistentThreads, 1)
-    persistent_forward_kernel(const PersistentForwardArgs<T> p) {
+RK_DEVICE_INLINE void persistent_forward_block(const PersistentForwardArgs<T>& p, int64_t block,
+                                               int64_t blocks) {
   using A = at::opmath_type<T>;
   // Half and bfloat16 stage h in their own type for the tensor cores.
   using X = std::conditional_t<uses_tensor_cores<T>(), T, A>;
   constexpr int64_t G = gates_of<M>();
   const int64_t H = p.hidden, U = p.units, GH = G * H, GU = G * U;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t j0 = block * U;
   const int64_t units = H - j0 < U ? H - j0 : U;
   const SmemLayout L(false, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>());
   RK_DYNAMIC_SHARED(unsigned char, smem);
@@ -114,11 +115,31 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
       }
     }
     // The last barrier also keeps h0 (p.h) intact until every block has read it.
-    grid_barrier(p.barrier, static_cast<unsigned>(s + 1));
+    grid_barrier(p.barrier, static_cast<unsigned>(s + 1), static_cast<unsigned>(blocks));
   }
   for (int64_t i = threadIdx.x; i < seq.batch * units; i += blockDim.x) {
     const int64_t b = i / units, j = j0 + i % units;
     p.h[b * H + j] = exchange_load(p.output + (seq.offset(seq.last_time(b)) + b) * H + j);
+  }
+}
+
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_forward_kernel(const PersistentForwardArgs<T> p) {
+  persistent_forward_block<M>(p, blockIdx.x, gridDim.x);
+}
+
+// The two directions of a bidirectional layer side by side in one grid: the
+// first `first_blocks` blocks run `first`, the others `second`, each group
+// meeting at its own barrier.
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_forward_pair_kernel(const PersistentForwardArgs<T> first,
+                                   const PersistentForwardArgs<T> second, int64_t first_blocks) {
+  if (blockIdx.x < first_blocks) {
+    persistent_forward_block<M>(first, blockIdx.x, first_blocks);
+  } else {
+    persistent_forward_block<M>(second, blockIdx.x - first_blocks, gridDim.x - first_blocks);
   }
 }
 
@@ -185,7 +206,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
         exchange_store(p.dgates_h + (off + b) * GH + col, p.stage[b * GH + col]);
       }
     }
-    grid_barrier(p.barrier, static_cast<unsigned>(s + 1));
+    grid_barrier(p.barrier, static_cast<unsigned>(s + 1), gridDim.x);
     for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
       const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
       __syncthreads();

@@ -4,7 +4,9 @@
 // backend and the CPU emulation through a Device that supplies
 //   enabled(), limits(), max_threads(), options() (TensorOptions of the device),
 //   launch(kernel, plan, args) -> false when the grid cannot be co-resident
-//     (nothing has run then, and the per-step path takes over).
+//     (nothing has run then, and the per-step path takes over),
+//   launch_pair(pair_kernel, plan, first, second): the same for two groups of
+//     plan.blocks blocks, one per direction of a bidirectional layer.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -14,6 +16,9 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstring>
+#include <functional>
+#include <initializer_list>
+#include <vector>
 
 #include "../core/driver.h"
 #include "persistent.h"
@@ -52,21 +57,88 @@ inline unsigned* barrier_counter(const PersistentScratch& s) {
   return reinterpret_cast<unsigned*>(s.barrier.data_ptr<int>());
 }
 
+// The forward launches of the two directions of a bidirectional layer, run
+// as one grid of two block groups (half the SMs each) when both fit side by
+// side. The backend opens it around the two directions (both_directions): the
+// first direction's launch waits here, the second launches both, or each
+// alone; whatever still waits runs when the layer closes it. Forward only: a
+// backward op enqueues its weight-gradient GEMMs right after its loop.
+struct PairedForward {
+  bool open = false;
+  std::function<bool(const void*)> launch_with;  // the waiting first with this second
+  std::function<void()> run_alone;               // the first alone, or its per-step loop
+  std::vector<at::Tensor> keep;                  // the first's scratch
+
+  bool waiting() const { return static_cast<bool>(run_alone); }
+  void reset() {
+    launch_with = nullptr;
+    run_alone = nullptr;
+    keep.clear();
+  }
+  void run_waiting() {
+    if (!waiting()) return;
+    const std::function<void()> run = std::move(run_alone);
+    const std::vector<at::Tensor> held = std::move(keep);  // alive until it has run
+    reset();
+    run();
+  }
+};
+
+inline PairedForward& paired_forward() {
+  static thread_local PairedForward pair;
+  return pair;
+}
+
+// Backend::hold for the backends that pair: a waiting direction's buffers
+// stay allocated until it has been launched.
+inline void hold_for_pair(std::initializer_list<at::Tensor> buffers) {
+  PairedForward& pair = paired_forward();
+  if (!pair.waiting()) return;
+  for (const at::Tensor& t : buffers) {
+    if (t.defined()) pair.keep.push_back(t);
+  }
+}
+
+class PairedForwardScope {
+ public:
+  PairedForwardScope() {
+    paired_forward().reset();
+    paired_forward().open = true;
+  }
+  // Runs a direction still waiting; not from the destructor, as it may throw.
+  void close() {
+    paired_forward().open = false;
+    paired_forward().run_waiting();
+  }
+  ~PairedForwardScope() {
+    paired_forward().open = false;
+    paired_forward().reset();
+  }
+  PairedForwardScope(const PairedForwardScope&) = delete;
+  PairedForwardScope& operator=(const PairedForwardScope&) = delete;
+};
+
 template <class Device, typename T>
 PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& seq,
-                        bool projection) {
+                        bool projection, int64_t sm_share = 1) {
   if (!Device::enabled() || seq.steps == 0) return {};
+  DeviceLimits limits = Device::limits();
+  limits.sms = std::max<int64_t>(1, limits.sms / sm_share);
   PersistentPlan plan =
       plan_persistent(backward, dims.mode, dims.hidden, seq.batch, projection, sizeof(T),
-                      sizeof(at::opmath_type<T>), Device::limits(), Device::max_threads());
+                      sizeof(at::opmath_type<T>), limits, Device::max_threads());
   if (plan.use && !barrier_count_fits(seq.steps, plan.blocks)) plan.use = false;
   return plan;
 }
 
-template <class Device, typename T>
+// `steps` runs the generic per-step loop of this layer-direction: the
+// fallback of a launch that waited for its pair and was then refused.
+template <class Device, typename T, typename Steps>
 bool persistent_forward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                        const ForwardBuffers<T>& buf) {
-  const PersistentPlan plan = plan_for<Device, T>(false, dims, seq, buf.w_hr != nullptr);
+                        const ForwardBuffers<T>& buf, const Steps& steps) {
+  PairedForward& pair = paired_forward();
+  const PersistentPlan plan =
+      plan_for<Device, T>(false, dims, seq, buf.w_hr != nullptr, pair.open ? 2 : 1);
   if (!plan.use) return false;
   const PersistentScratch scratch = persistent_scratch<Device>(seq, reverse);
   const at::Tensor stage = at::empty({seq.batch * dims.hidden},
@@ -79,7 +151,29 @@ bool persistent_forward(const LayerDims& dims, const SeqLayout& seq, bool revers
                                       barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
-    launched = Device::launch(&persistent_forward_kernel<decltype(mode)::value, T>, plan, args);
+    constexpr Mode M = decltype(mode)::value;
+    auto* single = &persistent_forward_kernel<M, T>;
+    if (pair.open && !pair.waiting()) {  // the first direction waits for the second
+      pair.keep = {scratch.layout, scratch.barrier, stage};
+      pair.launch_with = [plan, args](const void* second) {
+        return Device::launch_pair(&persistent_forward_pair_kernel<M, T>, plan, args,
+                                   *static_cast<const PersistentForwardArgs<T>*>(second));
+      };
+      pair.run_alone = [plan, args, single, steps] {
+        if (!Device::launch(single, plan, args)) steps();
+      };
+      launched = true;
+      return;
+    }
+    if (pair.open) {  // the second: both at once, else the first alone first
+      if (pair.launch_with(&args)) {
+        pair.reset();
+        launched = true;
+        return;
+      }
+      pair.run_waiting();
+    }
+    launched = Device::launch(single, plan, args);
   });
   return launched;
 }

@@ -14,6 +14,7 @@
 #include "../cuda/persistent_launch.h"
 #include "../core/aten_gemm.h"
 #include "../core/generic_backend.h"
+#include "../core/bidirectional_op.h"
 #include "../core/cell_op.h"
 #include "../core/layer_op.h"
 
@@ -42,6 +43,7 @@ struct PersistentConfig {
   int64_t threads = 64;
   int64_t resident = 0;  // co-resident blocks a launch claims; 0: what the occupancy says
   int64_t launches = 0;  // persistent kernels run so far
+  bool refuse_pairs = false;  // as a GPU too busy for both directions' grid at once
 };
 
 PersistentConfig& persistent_config() {
@@ -55,17 +57,32 @@ struct EmulatedDevice {
   static cuda::DeviceLimits limits() { return persistent_config().limits; }
   static int64_t max_threads() { return persistent_config().threads; }
   static at::TensorOptions options() { return at::TensorOptions().device(at::kCPU); }
-  template <typename Args>
-  static bool launch(void (*kernel)(Args), const cuda::PersistentPlan& plan, const Args& args) {
+  // As the CUDA launcher: occupancy at the launch bound's worst-case registers;
+  // the co-resident blocks a launch claims, or 0 when `blocks` do not fit.
+  static int64_t resident_for(const cuda::PersistentPlan& plan, int64_t blocks) {
     const PersistentConfig& config = persistent_config();
-    // As the CUDA launcher: occupancy at the launch bound's worst-case registers.
     const int64_t fits = cuda::blocks_per_sm(config.limits, plan.threads,
                                              65536 / cuda::kPersistentThreads - 1,
                                              plan.smem_bytes) * config.limits.sms;
-    if (config.resident == 0 && fits < plan.blocks) return false;
-    simt::launch_cooperative(static_cast<uint64_t>(config.resident > 0 ? config.resident : fits),
-                             kernel, dim3(plan.blocks), dim3(plan.threads), plan.smem_bytes,
-                             args);
+    if (config.resident > 0) return config.resident;
+    return fits < blocks ? 0 : fits;
+  }
+  template <typename Args>
+  static bool launch(void (*kernel)(Args), const cuda::PersistentPlan& plan, const Args& args) {
+    const int64_t resident = resident_for(plan, plan.blocks);
+    if (resident == 0) return false;
+    simt::launch_cooperative(static_cast<uint64_t>(resident), kernel, dim3(plan.blocks),
+                             dim3(plan.threads), plan.smem_bytes, args);
+    ++persistent_config().launches;
+    return true;
+  }
+  template <typename Args>
+  static bool launch_pair(void (*kernel)(Args, Args, int64_t), const cuda::PersistentPlan& plan,
+                          const Args& first, const Args& second) {
+    const int64_t resident = resident_for(plan, 2 * plan.blocks);
+    if (resident == 0 || persistent_config().refuse_pairs) return false;
+    simt::launch_cooperative(static_cast<uint64_t>(resident), kernel, dim3(2 * plan.blocks),
+                             dim3(plan.threads), plan.smem_bytes, first, second, plan.blocks);
     ++persistent_config().launches;
     return true;
   }
@@ -75,7 +92,20 @@ struct Backend : GenericLoopBackend {
   template <typename T>
   static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                const ForwardBuffers<T>& buf) {
-    return cuda::persistent_forward<EmulatedDevice>(dims, seq, reverse, buf);
+    return cuda::persistent_forward<EmulatedDevice>(
+        dims, seq, reverse, buf, [dims, seq, reverse, buf] {
+          forward_steps<Backend, T>(dims, seq, reverse, buf);
+        });
+  }
+  // The two directions one after the other, their persistent forward kernels
+  // merged into one grid where they fit side by side (as on the GPU).
+  static void hold(std::initializer_list<at::Tensor> buffers) { cuda::hold_for_pair(buffers); }
+  template <typename F>
+  static void both_directions(const F& body) {
+    cuda::PairedForwardScope pair;
+    body(0);
+    body(1);
+    pair.close();
   }
   template <typename T>
   static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
@@ -141,7 +171,7 @@ void set_launch_config(int64_t threads, int64_t max_blocks, int64_t schedule_see
 }
 
 void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_t threads,
-                           int64_t resident, bool weak_memory) {
+                           int64_t resident, bool weak_memory, bool refuse_pairs) {
   TORCH_CHECK(sms >= 1 && smem_bytes >= 1 && threads >= 32 && threads % 32 == 0 &&
                   threads <= cuda::kPersistentThreads && resident >= 0,
               "rnnkern_simt: bad persistent-kernel configuration");
@@ -152,6 +182,7 @@ void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_
   config.limits.smem_per_sm = smem_bytes + 1024;  // CUDA reserves 1 KiB per block
   config.threads = threads;
   config.resident = resident;
+  config.refuse_pairs = refuse_pairs;
   simt::set_weak_memory(weak_memory);
 }
 
@@ -221,6 +252,10 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "Tensor saved_extra, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, bool reverse, "
       "int batch, bool want_input) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
+      "layer_forward_bidirectional(int mode, Tensor input, Tensor? batch_sizes, "
+      "Tensor?[] forward, Tensor?[] reverse, bool train) -> (Tensor[] forward_results, "
+      "Tensor[] reverse_results)");
+  m.def(
       "cell_forward(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
   m.def("column_sum(Tensor x, int block_rows=8) -> Tensor");
@@ -229,10 +264,11 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
   m.def("set_launch_config(int threads, int max_blocks, int schedule_seed) -> ()");
   // The persistent kernels: on/off, the emulated device (SMs, shared memory
   // per block, threads per block), the co-resident blocks launches claim (0:
-  // what the occupancy computes) and the weak memory model.
+  // what the occupancy computes), the weak memory model, and whether the
+  // merged grid of a bidirectional layer's two directions is refused.
   m.def(
       "set_persistent_config(bool enabled, int sms=4, int smem_bytes=49152, int threads=64, "
-      "int resident=0, bool weak_memory=True) -> ()");
+      "int resident=0, bool weak_memory=True, bool refuse_pairs=False) -> ()");
   m.def(
       "persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
       "ScalarType dtype, str device) -> int[]");
@@ -244,6 +280,7 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
   m.impl("layer_forward", &layer_forward<simt_ops::Backend>);
   m.impl("layer_backward", &layer_backward<simt_ops::Backend>);
   m.impl("layer_backward_data", &layer_backward_data<simt_ops::Backend>);
+  m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<simt_ops::Backend>);
   m.impl("cell_forward", &cell_forward<simt_ops::Backend>);
   m.impl("column_sum", &simt_ops::column_sum);
 }

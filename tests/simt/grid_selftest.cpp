@@ -70,7 +70,7 @@ __global__ void grid_steps(float* slots, float* sums, unsigned* counter, int ste
     if (threadIdx.x == 0) {
       rnnkern::cuda::exchange_store(&slots[s * blocks + blockIdx.x], float(s * 10 + blockIdx.x));
     }
-    rnnkern::cuda::grid_barrier(counter, static_cast<unsigned>(s + 1));
+    rnnkern::cuda::grid_barrier(counter, static_cast<unsigned>(s + 1), blocks);
     if (threadIdx.x == 1) {
       float acc = 0.0f;
       for (unsigned b = 0; b < blocks; ++b) acc += rnnkern::cuda::exchange_load(&slots[s * blocks + b]);
