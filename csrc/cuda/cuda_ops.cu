@@ -86,15 +86,6 @@ struct PersistentDevice {
   }
   template <typename Args>
   static bool launch(void (*kernel)(Args), const PersistentPlan& plan, const Args& args) {
-    const cudaDeviceProp* p = at::cuda::getCurrentDeviceProperties();
-    if (!p->cooperativeLaunch) return false;
-    const int smem = static_cast<int>(plan.smem_bytes);
-    C10_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    int per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, kernel, static_cast<int>(plan.threads), plan.smem_bytes));
-    if (static_cast<int64_t>(per_sm) * p->multiProcessorCount < plan.blocks) return false;
     Args copy = args;
     void* params[] = {&copy};
     return cooperative(reinterpret_cast<const void*>(kernel), plan, plan.blocks, params);
@@ -103,22 +94,28 @@ struct PersistentDevice {
   template <typename Args>
   static bool launch_pair(void (*kernel)(Args, Args, int64_t), const PersistentPlan& plan,
                           const Args& first, const Args& second) {
-    const cudaDeviceProp* p = at::cuda::getCurrentDeviceProperties();
-    if (!p->cooperativeLaunch) return false;
-    const int smem = static_cast<int>(plan.smem_bytes);
-    C10_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    int per_sm = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, kernel, static_cast<int>(plan.threads), plan.smem_bytes));
-    if (static_cast<int64_t>(per_sm) * p->multiProcessorCount < 2 * plan.blocks) return false;
     Args a = first, b = second;
     int64_t first_blocks = plan.blocks;
     void* params[] = {&a, &b, &first_blocks};
     return cooperative(reinterpret_cast<const void*>(kernel), plan, 2 * plan.blocks, params);
   }
+  // Blocks of `kernel` with the plan's block size and shared memory that the
+  // device holds at once, by the driver's occupancy calculator.
+  static int64_t co_resident_blocks(const void* kernel, const PersistentPlan& plan) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(plan.smem_bytes)));
+    int per_sm = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, kernel, static_cast<int>(plan.threads), plan.smem_bytes));
+    return static_cast<int64_t>(per_sm) *
+           at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  }
   static bool cooperative(const void* kernel, const PersistentPlan& plan, int64_t blocks,
                           void** params) {
+    if (!at::cuda::getCurrentDeviceProperties()->cooperativeLaunch ||
+        co_resident_blocks(kernel, plan) < blocks) {
+      return false;
+    }
     const cudaError_t err = cudaLaunchCooperativeKernel(
         kernel, dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(plan.threads)),
         params, plan.smem_bytes, stream());
@@ -255,7 +252,7 @@ std::vector<int64_t> persistent_plan_op(bool backward, int64_t mode, int64_t hid
   const int64_t elem = c10::elementSize(dtype), acc = dtype == at::kDouble ? 8 : 4;
   const PersistentPlan p = plan_persistent(backward, checked_mode(mode), hidden, batch,
                                            projection, elem, acc, PersistentDevice::limits());
-  int resident = 0;
+  int64_t resident = 0;
   if (p.use) {
     RNNKERN_DISPATCH_TYPES(dtype, "rnnkern_persistent_plan", [&] {
       dispatch_mode(checked_mode(mode), [&](auto m) {
@@ -263,13 +260,9 @@ std::vector<int64_t> persistent_plan_op(bool backward, int64_t mode, int64_t hid
         const void* kernel = backward
             ? reinterpret_cast<const void*>(&persistent_backward_kernel<M, scalar_t>)
             : reinterpret_cast<const void*>(&persistent_forward_kernel<M, scalar_t>);
-        C10_CUDA_CHECK(cudaFuncSetAttribute(
-            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(p.smem_bytes)));
-        C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &resident, kernel, static_cast<int>(p.threads), p.smem_bytes));
+        resident = PersistentDevice::co_resident_blocks(kernel, p);
       });
     });
-    resident *= at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   }
   return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident};
 }
