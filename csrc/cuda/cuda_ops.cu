@@ -128,38 +128,14 @@ struct PersistentDevice {
   }
 };
 
-struct Backend : GenericLoopBackend {
+// Two algorithms: the persistent kernels (persistent.h) where the plan
+// (persistent_plan.h) takes the shape, else per step a cuBLAS GEMM and one
+// fused pointwise kernel (the generic loop of driver.h).
+struct Backend : PersistentBackend<Backend, PersistentDevice> {
   struct CallScope {
     CallScope(const at::Tensor& input, const OptTensor&) : guard(input.device()) {}
     c10::cuda::CUDAGuard guard;
   };
-  // Two algorithms: the persistent kernels (persistent.h) where the plan
-  // (persistent_plan.h) takes the shape, else per step a cuBLAS GEMM and one
-  // fused pointwise kernel (the generic loop of driver.h).
-  template <typename T>
-  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                               const ForwardBuffers<T>& buf) {
-    return persistent_forward<PersistentDevice>(
-        dims, seq, reverse, buf, [dims, seq, reverse, buf] {
-          forward_steps<Backend, T>(dims, seq, reverse, buf);
-        });
-  }
-  // The two directions of a bidirectional layer one after the other on the
-  // stream, their persistent forward kernels merged into one grid where they
-  // fit side by side (persistent_launch.h).
-  static void hold(std::initializer_list<at::Tensor> buffers) { hold_for_pair(buffers); }
-  template <typename F>
-  static void both_directions(const F& body) {
-    PairedForwardScope pair;
-    body(0);
-    body(1);
-    pair.close();
-  }
-  template <typename T>
-  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                                const BackwardBuffers<T>& buf) {
-    return persistent_backward<PersistentDevice>(dims, seq, reverse, buf);
-  }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,

@@ -30,6 +30,18 @@
 namespace rnnkern {
 namespace cuda {
 
+// The block's on-chip product in layout L: out[n * L.rows + r] for the
+// staged rows n < nb and the weight rows r; tensor cores for 16-bit weights.
+template <typename T, typename X, typename A>
+RK_DEVICE_INLINE void block_product(const SmemLayout& L, const T* w, const X* x, int64_t nb,
+                                    A* out) {
+  if constexpr (uses_tensor_cores<T>()) {
+    block_matvec_mma(w, L.rows_p, L.K_p, x, nb, out, L.rows, L.rows);
+  } else {
+    block_matvec(w, L.rows, L.K, x, nb, out, L.rows);
+  }
+}
+
 template <typename T>
 struct PersistentForwardArgs {
   SeqSteps seq;
@@ -87,11 +99,7 @@ RK_DEVICE_INLINE void persistent_forward_block(const PersistentForwardArgs<T>& p
                 : X(b < rows_prev ? exchange_load(out_prev + b * H + k) : p.h[b * H + k]);
       }
       __syncthreads();
-      if constexpr (uses_tensor_cores<T>()) {
-        block_matvec_mma(w, L.rows_p, L.K_p, hs, nb, sums, GU, GU);
-      } else {
-        block_matvec(w, GU, H, hs, nb, sums, GU);
-      }
+      block_product(L, w, hs, nb, sums);
       __syncthreads();
       for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
         const int64_t lb = i / units, u = i % units, b = b0 + lb, j = j0 + u;
@@ -216,11 +224,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
                 : X(exchange_load(p.dgates_h + (off + b0 + lb) * GH + r));
       }
       __syncthreads();
-      if constexpr (uses_tensor_cores<T>()) {
-        block_matvec_mma(w, L.rows_p, L.K_p, ds, nb, sums, U, U);
-      } else {
-        block_matvec(w, U, GH, ds, nb, sums, U);
-      }
+      block_product(L, w, ds, nb, sums);
       __syncthreads();
       for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
         const int64_t lb = i / units, u = i % units;

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../core/driver.h"
+#include "../core/generic_backend.h"
 #include "persistent.h"
 #include "persistent_plan.h"
 
@@ -199,6 +200,35 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
   });
   return launched;
 }
+
+// What a backend running the persistent kernels shares (the CUDA backend and
+// its CPU emulation): they as its whole-sequence algorithm, the generic
+// per-step loop (of Self) otherwise and as the fallback of a waiting launch,
+// and the two directions of a bidirectional layer one after the other, their
+// forward kernels merged into one grid where they fit side by side.
+template <class Self, class Device>
+struct PersistentBackend : GenericLoopBackend {
+  template <typename T>
+  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                               const ForwardBuffers<T>& buf) {
+    return persistent_forward<Device>(dims, seq, reverse, buf, [dims, seq, reverse, buf] {
+      forward_steps<Self, T>(dims, seq, reverse, buf);
+    });
+  }
+  template <typename T>
+  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                                const BackwardBuffers<T>& buf) {
+    return persistent_backward<Device>(dims, seq, reverse, buf);
+  }
+  static void hold(std::initializer_list<at::Tensor> buffers) { hold_for_pair(buffers); }
+  template <typename F>
+  static void both_directions(const F& body) {
+    PairedForwardScope pair;
+    body(0);
+    body(1);
+    pair.close();
+  }
+};
 
 }  // namespace cuda
 }  // namespace rnnkern

@@ -88,30 +88,9 @@ struct EmulatedDevice {
   }
 };
 
-struct Backend : GenericLoopBackend {
-  template <typename T>
-  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                               const ForwardBuffers<T>& buf) {
-    return cuda::persistent_forward<EmulatedDevice>(
-        dims, seq, reverse, buf, [dims, seq, reverse, buf] {
-          forward_steps<Backend, T>(dims, seq, reverse, buf);
-        });
-  }
-  // The two directions one after the other, their persistent forward kernels
-  // merged into one grid where they fit side by side (as on the GPU).
-  static void hold(std::initializer_list<at::Tensor> buffers) { cuda::hold_for_pair(buffers); }
-  template <typename F>
-  static void both_directions(const F& body) {
-    cuda::PairedForwardScope pair;
-    body(0);
-    body(1);
-    pair.close();
-  }
-  template <typename T>
-  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                                const BackwardBuffers<T>& buf) {
-    return cuda::persistent_backward<EmulatedDevice>(dims, seq, reverse, buf);
-  }
+// The persistent kernels as on the GPU (persistent_launch.h), else the
+// per-step kernels of kernels.h.
+struct Backend : cuda::PersistentBackend<Backend, EmulatedDevice> {
   template <typename T>
   static void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                    int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
