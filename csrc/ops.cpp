@@ -61,6 +61,20 @@ TORCH_LIBRARY(rnnkern, m) {
       "layer_backward_bidirectional(int mode, Tensor input, Tensor? batch_sizes, "
       "Tensor?[] forward, Tensor?[] reverse, int batch, bool[4] output_mask) -> "
       "(Tensor[] forward_grads, Tensor[] reverse_grads)");
+  // All layers and directions of a module (core/stack_op.h), with dropout
+  // between layers (p = dropout; 0 when the module is not training). weights:
+  // per layer-direction [w_ih, w_hh, b_ih, b_hh, w_hr]; hx, cx: [layers *
+  // directions, B, size]. With train, `saved` holds what stack_backward needs
+  // besides the forward's arguments and output.
+  m.def(
+      "stack_forward(int mode, Tensor input, Tensor? batch_sizes, Tensor hx, Tensor? cx, "
+      "Tensor?[] weights, int num_layers, bool bidirectional, float dropout, bool train) -> "
+      "(Tensor output, Tensor h_n, Tensor c_n, Tensor[] saved)");
+  m.def(
+      "stack_backward(int mode, Tensor input, Tensor? batch_sizes, Tensor?[] weights, "
+      "Tensor output, Tensor[] saved, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, "
+      "int num_layers, bool bidirectional, float dropout, int batch, bool[4] output_mask) -> "
+      "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor[] grad_weights)");
   // One step of a cell for inference (core/cell_op.h): input [B, I], hx and
   // cx (LSTM) [B, H]; returns h' and c' (empty except for the LSTM). Nothing is
   // saved for backward: it refuses inputs that require grad under grad mode.

@@ -108,21 +108,33 @@ def _fused_backward(ctx, saved, grads):
 
 
 def _differentiable_backward(ctx, inputs, grads):
-    """Gradients that carry a graph: the vjp of the layer recomputed with torch
-    ops. torch.func.vjp (not autograd.grad) so that it composes with whatever
-    is around it: create_graph, functorch's grad levels, forward AD."""
+    """Gradients that carry a graph: the vjp of the layer recomputed with torch ops."""
     input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr = inputs
     args = dict(zip(_DIFFERENTIABLE, (input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)))
-    wanted = [i for i in _DIFFERENTIABLE if ctx.needs_input_grad[i] and args[i] is not None]
-    picked = [k for k, g in enumerate(grads) if g is not None and (k != 2 or ctx.mode == _ops.LSTM)]
-    result = [None] * 12
+    if ctx.mode != _ops.LSTM:
+        grads = (*grads[:2], None)
+
+    def forward(a):
+        return _reference.layer(ctx.mode, a[_INPUT], batch_sizes, a[_HX], a[_CX], a[_W_IH],
+                                a[_W_HH], a[_B_IH], a[_B_HH], a[_W_HR], ctx.reverse)
+
+    return recomputed_gradients(forward, args, ctx.needs_input_grad, grads)
+
+
+def recomputed_gradients(forward, args, needs_input_grad, grads):
+    """The gradients of a Function's inputs, with a graph: the vjp of
+    ``forward(a)`` (a: argument position -> tensor; its outputs in the order of
+    ``grads``), a recomputation with differentiable torch ops. torch.func.vjp
+    (not autograd.grad) so that it composes with whatever is around it:
+    create_graph, functorch's grad levels, forward AD."""
+    wanted = [i for i in args if needs_input_grad[i] and args[i] is not None]
+    picked = [k for k, g in enumerate(grads) if g is not None]
+    result = [None] * len(needs_input_grad)
     if not wanted or not picked:
         return tuple(result)
 
     def recompute(*values):
-        a = {**args, **dict(zip(wanted, values))}
-        outs = _reference.layer(ctx.mode, a[_INPUT], batch_sizes, a[_HX], a[_CX], a[_W_IH],
-                                a[_W_HH], a[_B_IH], a[_B_HH], a[_W_HR], ctx.reverse)
+        outs = forward({**args, **dict(zip(wanted, values))})
         return tuple(outs[k] for k in picked)
 
     with torch.enable_grad():
@@ -197,15 +209,16 @@ def _layer_forward_autograd(keyset, *args):
         return _LAYER_FORWARD.redispatch(keyset & _C._after_autograd_keyset, *args)
 
 
-def _not_differentiable(op):
+def _not_differentiable(op, instead="rnnkern::layer_forward"):
     # The backward ops are the first-order formula only; a graph of the
-    # gradient comes from differentiating layer_forward (LayerFunction.backward).
+    # gradient comes from differentiating layer_forward (LayerFunction.backward)
+    # or the stack's autograd.Function.
     def kernel(keyset, *args):
         if _graph_of_backward_wanted(args):
             raise RuntimeError(
-                f"rnnkern::{op._opname} is not differentiable: differentiate "
-                "rnnkern::layer_forward instead (its backward gives a differentiable gradient "
-                "when a graph is requested)")
+                f"rnnkern::{op._opname} is not differentiable: differentiate {instead} "
+                "instead (its backward gives a differentiable gradient when a graph is "
+                "requested)")
         with _C._AutoDispatchBelowAutograd():
             return op.redispatch(keyset & _C._after_autograd_keyset, *args)
     return kernel
@@ -218,3 +231,7 @@ for _name in ("layer_backward", "layer_backward_data", "layer_forward_bidirectio
               "layer_backward_bidirectional"):
     _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default), "Autograd",
               with_keyset=True)
+for _name in ("stack_forward", "stack_backward"):
+    _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default,
+                                         "rnnkern.functional.rnn_stack"),
+              "Autograd", with_keyset=True)

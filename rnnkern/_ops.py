@@ -29,6 +29,8 @@ layer_backward_data = torch.ops.rnnkern.layer_backward_data.default
 layer_forward_bidirectional = torch.ops.rnnkern.layer_forward_bidirectional.default
 layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional.default
 cell_forward = torch.ops.rnnkern.cell_forward.default
+stack_forward = torch.ops.rnnkern.stack_forward.default
+stack_backward = torch.ops.rnnkern.stack_backward.default
 cpu_capability = torch.ops.rnnkern.cpu_capability
 # Switches the CPU kernels to another instruction set the CPU has, returning the
 # previous one's name: for tests and benchmarks (see rnnkern.cpu_capability).
@@ -116,3 +118,63 @@ def _layer_backward_bidirectional_fake(mode, input, batch_sizes, forward, revers
     return tuple(list(_layer_backward_fake(mode, input, batch_sizes, *d[:3], *d[3:7], *d[7:10],
                                            k == 1, batch, output_mask))
                  for k, d in enumerate((forward, reverse)))
+
+
+
+@torch.library.register_fake("rnnkern::stack_forward")
+def _stack_forward_fake(mode, input, batch_sizes, hx, cx, weights, num_layers, bidirectional,
+                        dropout, train):
+    directions = 2 if bidirectional else 1
+    saved, inputs, h_n, c_n = [], [], [], []
+    layer_input = input
+    for layer in range(num_layers):
+        outputs = []
+        for d in range(directions):
+            i = layer * directions + d
+            w = weights[5 * i:5 * i + 5]
+            result = _layer_forward_fake(mode, layer_input, batch_sizes, hx[i],
+                                         cx[i] if mode == LSTM else None, *w, d == 1, train)
+            outputs.append(result[0])
+            h_n.append(result[1])
+            c_n.append(result[2])
+            top_output = layer == num_layers - 1 and directions == 1
+            saved += [input.new_empty(0) if top_output else result[0], *result[3:]]
+        width = sum(o.shape[-1] for o in outputs)
+        layer_input = input.new_empty((*outputs[0].shape[:-1], width))
+        if layer < num_layers - 1:
+            if dropout == 0:
+                noise = input.new_empty(0)
+            elif dropout == 1:
+                noise = input.new_empty(())
+            else:  # CUDA's native_dropout keeps a boolean mask
+                cuda = input.device.type == "cuda"
+                noise = layer_input.new_empty(layer_input.shape,
+                                              dtype=torch.bool if cuda else input.dtype)
+            kept = directions == 2 or dropout > 0
+            inputs += [input.new_empty(layer_input.shape if kept else 0), noise]
+    none = input.new_empty(0)
+    return (layer_input, torch.stack(h_n), torch.stack(c_n) if mode == LSTM else none,
+            saved + inputs if train else [])
+
+
+@torch.library.register_fake("rnnkern::stack_backward")
+def _stack_backward_fake(mode, input, batch_sizes, weights, output, saved, grad_output, grad_hy,
+                         grad_cy, num_layers, bidirectional, dropout, batch, output_mask):
+    directions = 2 if bidirectional else 1
+    want_input, want_state, want_weights, want_bias = output_mask
+    count = num_layers * directions
+    grads = []
+    for i in range(count):
+        w_ih, w_hh, b_ih, _, w_hr = weights[5 * i:5 * i + 5]
+        bias = want_bias and b_ih is not None
+        grads += [input.new_empty(w_ih.shape if want_weights else 0),
+                  input.new_empty(w_hh.shape if want_weights else 0),
+                  input.new_empty(b_ih.shape if bias else 0),
+                  input.new_empty(b_ih.shape if bias else 0),
+                  input.new_empty(w_hr.shape if want_weights and w_hr is not None else 0)]
+    R = weights[1].shape[1]
+    H = weights[4].shape[1] if weights[4] is not None else R
+    return (input.new_empty(input.shape if want_input else 0),
+            input.new_empty((count, batch, R) if want_state else 0),
+            input.new_empty((count, batch, H) if want_state and mode == LSTM else 0),
+            grads)

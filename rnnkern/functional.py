@@ -2,14 +2,15 @@
 
 ``rnn_layer`` runs one layer in one direction; ``rnn_stack`` stacks layers and
 directions exactly as torch.nn does (dropout between layers in training,
-directions concatenated on the feature dimension).
+directions concatenated on the feature dimension), in one op call where it can
+(``_stack``).
 """
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from . import _autograd, _bidirectional, _ops
+from . import _autograd, _bidirectional, _ops, _stack
 
 
 class RNNLayerFunction(_autograd.LayerFunction):
@@ -88,6 +89,18 @@ def rnn_stack(
     with a projection.
     Returns ``(output, h_n, c_n)``.
     """
+    five = [w for layer in weights for w in _unpack_weights(layer)]
+    p = dropout if training else 0.0
+    if _stack.applies(input):  # every layer in one op call
+        output, h_n, c_n = _stack.stack(_ops.MODE_IDS[mode], input, batch_sizes, hx, cx, five,
+                                        num_layers, bidirectional, p)
+        return output, h_n, (c_n if mode == "LSTM" else None)
+    return _layers(mode, input, hx, cx, five, num_layers, bidirectional, p, batch_sizes)
+
+
+def _layers(mode, input, hx, cx, five, num_layers, bidirectional, p, batch_sizes):
+    """rnn_stack one op call per layer (or per layer-direction): the path that
+    forward AD, functorch and torch.compile differentiate and trace."""
     num_directions = 2 if bidirectional else 1
     h_n, c_n = [], []
     layer_input = input
@@ -95,7 +108,7 @@ def rnn_stack(
     for layer in range(num_layers):
         outputs = []
         if together:  # both directions in one op call, at once
-            args = [(hx[i], cx[i] if cx is not None else None, *_unpack_weights(weights[i]))
+            args = [(hx[i], cx[i] if cx is not None else None, *five[5 * i:5 * i + 5])
                     for i in (2 * layer, 2 * layer + 1)]
             train = _needs_grad((layer_input, *args[0], *args[1]))
             for output, h, c in _bidirectional.bidirectional_layer(
@@ -105,15 +118,14 @@ def rnn_stack(
                 c_n.append(c if mode == "LSTM" else None)
         for direction in range(num_directions if not together else 0):
             index = layer * num_directions + direction
-            w_ih, w_hh, b_ih, b_hh, w_hr = _unpack_weights(weights[index])
             output, h, c = rnn_layer(
                 mode, layer_input, hx[index], cx[index] if cx is not None else None,
-                w_ih, w_hh, b_ih, b_hh, w_hr, reverse=direction == 1, batch_sizes=batch_sizes,
+                *five[5 * index:5 * index + 5], reverse=direction == 1, batch_sizes=batch_sizes,
             )
             outputs.append(output)
             h_n.append(h)
             c_n.append(c)
         layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, -1)
-        if dropout > 0 and training and layer < num_layers - 1:
-            layer_input = torch.nn.functional.dropout(layer_input, dropout, True)
+        if p > 0 and layer < num_layers - 1:
+            layer_input = torch.nn.functional.dropout(layer_input, p, True)
     return layer_input, torch.stack(h_n), (torch.stack(c_n) if cx is not None else None)

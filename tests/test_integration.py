@@ -171,24 +171,27 @@ def test_distributed_data_parallel_gloo(tmp_path):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_no_state_saved_under_no_grad_or_inference_mode(mode, monkeypatch):
+@pytest.mark.parametrize("whole_stack", [True, False], ids=["stack_op", "layer_ops"])
+def test_no_state_saved_under_no_grad_or_inference_mode(mode, whole_stack, monkeypatch):
+    from rnnkern import _stack
+    monkeypatch.setattr(_stack, "ENABLED", whole_stack)
     _, ours = make_pair(mode, 3, 4, num_layers=2)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     seen = []
-    real = _ops.layer_forward
+    for name in ("layer_forward", "stack_forward"):
+        def spy(*args, real=getattr(_ops, name)):
+            seen.append(args[-1])  # the train flag
+            return real(*args)
 
-    def spy(*args):
-        seen.append(args[-1])  # the train flag
-        return real(*args)
-
-    monkeypatch.setattr(_ops, "layer_forward", spy)
+        monkeypatch.setattr(_ops, name, spy)
     with torch.no_grad():
         ours(x)
     with torch.inference_mode():
         ours(x)
-    assert seen == [False] * 4
+    calls = 2 if whole_stack else 4  # one per module call, or one per layer
+    assert seen == [False] * calls
     ours(x)[0].sum().backward()
-    assert len(seen) > 4 and all(seen[4:])  # the module's call and its autograd.Function's
+    assert len(seen) > calls and all(seen[calls:])  # the module's call and its autograd.Function's
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -68,7 +68,8 @@ def test_read_bandwidth_probe_runs():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch", [1, 5, 12])
 def test_bidirectional_layers_run_both_directions_in_one_call(mode, batch, monkeypatch):
-    from rnnkern import _bidirectional, _ops
+    from rnnkern import _bidirectional, _ops, _stack
+    monkeypatch.setattr(_stack, "ENABLED", False)  # the per-layer path, which this op serves
     calls = []
     real = _ops.layer_forward_bidirectional
 

@@ -13,6 +13,7 @@
 #include "../core/bidirectional_op.h"
 #include "../core/cell_op.h"
 #include "../core/layer_op.h"
+#include "../core/stack_op.h"
 #include "../core/step_elements.h"
 #include "blas.h"
 #include "kernel_table.h"
@@ -156,6 +157,8 @@ TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cpu::Backend>);
   m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cpu::Backend>);
   m.impl("cell_forward", &cell_forward<cpu::Backend>);
+  m.impl("stack_forward", &stack_forward<cpu::Backend>);
+  m.impl("stack_backward", &stack_backward<cpu::Backend>);
 }
 
 }  // namespace rnnkern

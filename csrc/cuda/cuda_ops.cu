@@ -269,6 +269,8 @@ TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cuda::Backend>);
   m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cuda::Backend>);
   m.impl("cell_forward", &cell_forward<cuda::Backend>);
+  m.impl("stack_forward", &stack_forward<cuda::Backend>);
+  m.impl("stack_backward", &stack_backward<cuda::Backend>);
 }
 
 }  // namespace rnnkern

@@ -17,6 +17,7 @@
 #include "../core/bidirectional_op.h"
 #include "../core/cell_op.h"
 #include "../core/layer_op.h"
+#include "../core/stack_op.h"
 
 // The op namespace; a test building a mutated copy of the kernels gives it another.
 #ifndef RNNKERN_SIMT_OPS
@@ -237,6 +238,15 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
   m.def(
       "cell_forward(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
+  m.def(
+      "stack_forward(int mode, Tensor input, Tensor? batch_sizes, Tensor hx, Tensor? cx, "
+      "Tensor?[] weights, int num_layers, bool bidirectional, float dropout, bool train) -> "
+      "(Tensor, Tensor, Tensor, Tensor[])");
+  m.def(
+      "stack_backward(int mode, Tensor input, Tensor? batch_sizes, Tensor?[] weights, "
+      "Tensor output, Tensor[] saved, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, "
+      "int num_layers, bool bidirectional, float dropout, int batch, bool[4] output_mask) -> "
+      "(Tensor, Tensor, Tensor, Tensor[])");
   m.def("column_sum(Tensor x, int block_rows=8) -> Tensor");
   // Threads per block and the grid cap of the 1-D kernels, and the seed of the
   // thread order inside blocks.
@@ -261,6 +271,8 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
   m.impl("layer_backward_data", &layer_backward_data<simt_ops::Backend>);
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<simt_ops::Backend>);
   m.impl("cell_forward", &cell_forward<simt_ops::Backend>);
+  m.impl("stack_forward", &stack_forward<simt_ops::Backend>);
+  m.impl("stack_backward", &stack_backward<simt_ops::Backend>);
   m.impl("column_sum", &simt_ops::column_sum);
 }
 

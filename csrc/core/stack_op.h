@@ -1,0 +1,247 @@
+// A module's whole stack in one op call: every layer and direction, and
+// torch.nn's dropout between layers, forward and backward. Each layer-direction
+// is layer_op.h's; a bidirectional layer's two directions go through
+// Backend::both_directions (on the CPU one core each), as bidirectional_op.h's.
+//
+// weights: five entries per layer-direction, in torch.nn's order of layers and
+// directions: [w_ih, w_hh, b_ih, b_hh, w_hr] (absent ones None).
+// saved (forward with train, and backward's input): per layer-direction
+// [output, saved_h_prev, saved_gates, saved_extra], then per layer above the
+// first [its input, the dropout's noise]. Entries that would repeat another
+// tensor are empty, since an op's outputs must not alias: the top layer's
+// output of a one-direction stack (it is the op's output), and a layer's input
+// when it is the layer below's output unchanged (one direction, no dropout).
+#pragma once
+
+#include <ATen/ops/add.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/native_dropout.h>
+#include <ATen/ops/native_dropout_backward.h>
+#include <ATen/ops/stack.h>
+
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "bidirectional_op.h"
+#include "layer_op.h"
+
+namespace rnnkern {
+
+using StackForwardResult = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
+using StackBackwardResult = std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>>;
+
+constexpr int64_t kWeightsPerDirection = 5;
+constexpr int64_t kSavedPerDirection = 4;
+
+// torch.nn.functional.dropout's own algorithm, so that a seed draws today's
+// masks: ATen's _dropout on the CPU (noise = bernoulli(1 - p) / (1 - p)) and
+// its fused native_dropout on CUDA. Returns the result and what backward
+// multiplies by (on CUDA native_dropout's boolean mask).
+inline std::tuple<Tensor, Tensor> stack_dropout(const Tensor& x, double p) {
+  if (p == 1 || x.numel() == 0) {
+    const Tensor zero = at::full({}, p == 1 ? 0.0 : 1.0, x.options());
+    return {at::mul(x, zero), zero};
+  }
+  if (x.is_cuda()) return at::native_dropout(x, p, true);
+  Tensor noise = at::empty_like(x).bernoulli_(1 - p);
+  noise.div_(1 - p);
+  return {at::mul(x, noise), noise};
+}
+
+inline Tensor stack_dropout_backward(const Tensor& grad, const Tensor& noise, double p) {
+  if (noise.scalar_type() == at::kBool) return at::native_dropout_backward(grad, noise, 1 / (1 - p));
+  return at::mul(grad, noise);
+}
+
+struct StackShape {
+  int64_t layers, directions;
+  int64_t count() const { return layers * directions; }
+};
+
+inline StackShape checked_stack(const DirectionArgs& weights, int64_t num_layers,
+                                bool bidirectional, double dropout) {
+  TORCH_CHECK(num_layers >= 1, "rnnkern: num_layers must be at least 1, got ", num_layers);
+  const StackShape s{num_layers, bidirectional ? 2 : 1};
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == kWeightsPerDirection * s.count(),
+              "rnnkern: the stack ops take ", kWeightsPerDirection,
+              " weights per layer-direction, ", kWeightsPerDirection * s.count(), " in all; got ",
+              weights.size());
+  TORCH_CHECK(dropout >= 0 && dropout <= 1,
+              "dropout probability has to be between 0 and 1, but got ", dropout);
+  return s;
+}
+
+inline Tensor weight_arg(const DirectionArgs& weights, int64_t index, int64_t k,
+                         const char* name) {
+  return required_arg(weights, kWeightsPerDirection * index + k, name);
+}
+
+inline OptTensor optional_weight(const DirectionArgs& weights, int64_t index, int64_t k) {
+  return direction_arg(weights, kWeightsPerDirection * index + k);
+}
+
+inline void check_stacked_state(const char* name, const Tensor& state, int64_t count) {
+  TORCH_CHECK(state.dim() == 3 && state.size(0) == count, "rnnkern: ", name,
+              " must have shape [num_layers * num_directions = ", count, ", batch, size], got ",
+              state.sizes());
+}
+
+template <class Backend, typename Body>
+void run_directions(const StackShape& s, const Body& body) {
+  if (s.directions == 2) {
+    Backend::both_directions(body);
+  } else {
+    body(0);
+  }
+}
+
+template <class Backend>
+StackForwardResult stack_forward(int64_t mode, const Tensor& input, const OptTensor& batch_sizes,
+                                 const Tensor& hx, const OptTensor& cx,
+                                 const DirectionArgs& weights, int64_t num_layers,
+                                 bool bidirectional, double dropout, bool train) {
+  const StackShape s = checked_stack(weights, num_layers, bidirectional, dropout);
+  const bool lstm = checked_mode(mode) == Mode::LSTM;
+  check_stacked_state("hx", hx, s.count());
+  const Tensor* c0 = defined_or_null(cx);
+  TORCH_CHECK(!lstm || c0 != nullptr, "rnnkern: LSTM needs a cell state cx");
+  if (lstm) check_stacked_state("cx", *c0, s.count());
+
+  std::vector<Tensor> h_n(s.count()), c_n(lstm ? s.count() : 0), saved;
+  std::vector<Tensor> inputs;  // per layer above the first: [input, noise]
+  Tensor layer_input = input, output;
+  for (int64_t layer = 0; layer < s.layers; ++layer) {
+    ForwardResult r[2];
+    run_directions<Backend>(s, [&](int d) {
+      const int64_t i = layer * s.directions + d;
+      r[d] = layer_forward<Backend>(
+          mode, layer_input, batch_sizes, hx[i], lstm ? OptTensor((*c0)[i]) : std::nullopt,
+          weight_arg(weights, i, 0, "w_ih"), weight_arg(weights, i, 1, "w_hh"),
+          optional_weight(weights, i, 2), optional_weight(weights, i, 3),
+          optional_weight(weights, i, 4), d == 1, train);
+    });
+    const bool top = layer == s.layers - 1;
+    for (int d = 0; d < s.directions; ++d) {
+      const int64_t i = layer * s.directions + d;
+      h_n[i] = std::get<1>(r[d]);
+      if (lstm) c_n[i] = std::get<2>(r[d]);
+      if (train) {
+        const bool is_output = top && s.directions == 1;
+        saved.insert(saved.end(), {is_output ? Tensor() : std::get<0>(r[d]), std::get<3>(r[d]),
+                                   std::get<4>(r[d]), std::get<5>(r[d])});
+      }
+    }
+    output = s.directions == 2 ? at::cat({std::get<0>(r[0]), std::get<0>(r[1])}, -1)
+                               : std::get<0>(r[0]);
+    if (top) break;
+    Tensor noise;
+    layer_input = output;
+    if (dropout > 0) std::tie(layer_input, noise) = stack_dropout(output, dropout);
+    if (train) {
+      const bool repeats_output = s.directions == 1 && dropout == 0;
+      inputs.insert(inputs.end(), {repeats_output ? Tensor() : layer_input, noise});
+    }
+  }
+  saved.insert(saved.end(), inputs.begin(), inputs.end());
+  // Empty entries are distinct empty tensors, not undefined ones.
+  auto none = [&] { return at::empty({0}, input.options()); };
+  for (Tensor& t : saved) {
+    if (!t.defined()) t = none();
+  }
+  return {output, at::stack(h_n), lstm ? at::stack(c_n) : none(), saved};
+}
+
+// output_mask: gradients wanted for {input, hx and cx, the weights, the
+// biases}. grad_weights: five per layer-direction as in `weights`, empty
+// where not wanted or absent. batch: rows of hx.
+template <class Backend>
+StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
+                                   const OptTensor& batch_sizes, const DirectionArgs& weights,
+                                   const Tensor& output, at::TensorList saved,
+                                   const OptTensor& grad_output, const OptTensor& grad_hy,
+                                   const OptTensor& grad_cy, int64_t num_layers,
+                                   bool bidirectional, double dropout, int64_t batch,
+                                   std::array<bool, 4> output_mask) {
+  const StackShape s = checked_stack(weights, num_layers, bidirectional, dropout);
+  const bool lstm = checked_mode(mode) == Mode::LSTM;
+  const int64_t per_layer_saved = kSavedPerDirection * s.count();
+  TORCH_CHECK(static_cast<int64_t>(saved.size()) == per_layer_saved + 2 * (s.layers - 1),
+              "rnnkern: stack_backward: the saved state does not match the stack; was the "
+              "forward run with train=True?");
+  const Tensor* g_hy = defined_or_null(grad_hy);
+  const Tensor* g_cy = defined_or_null(grad_cy);
+  if (g_hy) check_stacked_state("grad_hy", *g_hy, s.count());
+  if (g_cy && lstm) check_stacked_state("grad_cy", *g_cy, s.count());
+  auto none = [&] { return at::empty({0}, input.options()); };
+  // Empty entries are 1-D; a layer's output or input gradient has 2 or 3 dimensions.
+  auto present = [](const Tensor& t) { return t.defined() && t.dim() > 1; };
+  // A layer's output per direction: saved, or a slice of the op's output.
+  auto layer_output = [&](int64_t layer, int d) {
+    const Tensor& t = saved[kSavedPerDirection * (layer * s.directions + d)];
+    return present(t) ? t : output;
+  };
+  auto layer_input = [&](int64_t layer) {
+    if (layer == 0) return input;
+    const Tensor& t = saved[per_layer_saved + 2 * (layer - 1)];
+    return present(t) ? t : layer_output(layer - 1, 0);
+  };
+
+  std::vector<Tensor> grad_h(s.count()), grad_c(s.count());
+  std::vector<Tensor> grad_weights(kWeightsPerDirection * s.count());
+  OptTensor grad_above = grad_output;  // of the current layer's (concatenated) output
+  Tensor grad_input = none();
+  for (int64_t layer = s.layers - 1; layer >= 0; --layer) {
+    const Tensor x = layer_input(layer);
+    BackwardResult r[2];
+    run_directions<Backend>(s, [&](int d) {
+      const int64_t i = layer * s.directions + d, base = kSavedPerDirection * i;
+      const Tensor w_hh = weight_arg(weights, i, 1, "w_hh");
+      const int64_t R = w_hh.size(1);
+      OptTensor g_out;
+      if (const Tensor* g = defined_or_null(grad_above)) {
+        g_out = s.directions == 2 ? g->narrow(-1, d * R, R) : *g;
+      }
+      Tensor out = layer_output(layer, d);
+      if (out.is_same(output) && s.directions == 2) out = out.narrow(-1, d * R, R);
+      const bool has_bias = optional_weight(weights, i, 2).has_value();
+      r[d] = layer_backward<Backend>(
+          mode, x, batch_sizes, weight_arg(weights, i, 0, "w_ih"), w_hh,
+          optional_weight(weights, i, 4), out, saved[base + 1], saved[base + 2], saved[base + 3],
+          g_out, g_hy ? OptTensor((*g_hy)[i]) : std::nullopt,
+          g_cy && lstm ? OptTensor((*g_cy)[i]) : std::nullopt, d == 1, batch,
+          {layer > 0 || output_mask[0], output_mask[1], output_mask[2],
+           output_mask[3] && has_bias});
+    });
+    Tensor grad_x;
+    for (int d = 0; d < s.directions; ++d) {
+      const int64_t i = layer * s.directions + d;
+      grad_h[i] = std::get<1>(r[d]);
+      grad_c[i] = std::get<2>(r[d]);
+      const Tensor found[] = {std::get<3>(r[d]), std::get<4>(r[d]), std::get<5>(r[d]),
+                              std::get<6>(r[d]), std::get<7>(r[d])};
+      for (int64_t k = 0; k < kWeightsPerDirection; ++k) {
+        grad_weights[kWeightsPerDirection * i + k] = found[k];
+      }
+      const Tensor& g = std::get<0>(r[d]);
+      if (present(g)) grad_x = grad_x.defined() ? at::add(grad_x, g) : g;
+    }
+    if (layer == 0) {
+      if (output_mask[0] && grad_x.defined()) grad_input = grad_x;
+      break;
+    }
+    if (dropout > 0) {
+      grad_x = stack_dropout_backward(grad_x, saved[per_layer_saved + 2 * (layer - 1) + 1],
+                                      dropout);
+    }
+    grad_above = grad_x;
+  }
+  const bool states = output_mask[1];
+  return {grad_input, states ? at::stack(grad_h) : none(),
+          states && lstm ? at::stack(grad_c) : none(), grad_weights};
+}
+
+}  // namespace rnnkern
