@@ -81,6 +81,19 @@ TORCH_LIBRARY(rnnkern, m) {
   m.def(
       "cell_forward(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
+  // A training step of a cell: also the state its backward needs (the
+  // activated gates [B, G*H]; the LSTM's c and the GRU's h_n [B, H], else empty).
+  m.def(
+      "cell_forward_train(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor saved_gates, "
+      "Tensor saved_extra)");
+  // Its backward. output_mask: {input, hx/cx, weights, biases}; gradients not
+  // asked for are empty tensors.
+  m.def(
+      "cell_backward(int mode, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
+      "Tensor saved_gates, Tensor saved_extra, Tensor hy, Tensor? grad_hy, Tensor? grad_cy, "
+      "bool[4] output_mask) -> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 
 namespace {

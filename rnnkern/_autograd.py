@@ -231,7 +231,9 @@ for _name in ("layer_backward", "layer_backward_data", "layer_forward_bidirectio
               "layer_backward_bidirectional"):
     _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default), "Autograd",
               with_keyset=True)
-for _name in ("stack_forward", "stack_backward"):
-    _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default,
-                                         "rnnkern.functional.rnn_stack"),
+for _name, _instead in (("stack_forward", "rnnkern.functional.rnn_stack"),
+                        ("stack_backward", "rnnkern.functional.rnn_stack"),
+                        ("cell_forward_train", "the cell modules"),
+                        ("cell_backward", "the cell modules")):
+    _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default, _instead),
               "Autograd", with_keyset=True)

@@ -29,6 +29,8 @@ layer_backward_data = torch.ops.rnnkern.layer_backward_data.default
 layer_forward_bidirectional = torch.ops.rnnkern.layer_forward_bidirectional.default
 layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional.default
 cell_forward = torch.ops.rnnkern.cell_forward.default
+cell_forward_train = torch.ops.rnnkern.cell_forward_train.default
+cell_backward = torch.ops.rnnkern.cell_backward.default
 stack_forward = torch.ops.rnnkern.stack_forward.default
 stack_backward = torch.ops.rnnkern.stack_backward.default
 cpu_capability = torch.ops.rnnkern.cpu_capability
@@ -60,6 +62,27 @@ def _layer_forward_fake(mode, input, batch_sizes, hx, cx, w_ih, w_hh, b_ih, b_hh
 @torch.library.register_fake("rnnkern::cell_forward")
 def _cell_forward_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     return input.new_empty(hx.shape), input.new_empty(cx.shape if mode == LSTM else (0,))
+
+
+@torch.library.register_fake("rnnkern::cell_forward_train")
+def _cell_forward_train_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    hy, cy = _cell_forward_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    extra = hx.shape if mode in (LSTM, GRU) else (0,)
+    return hy, cy, input.new_empty((input.shape[0], w_hh.shape[0])), input.new_empty(extra)
+
+
+@torch.library.register_fake("rnnkern::cell_backward")
+def _cell_backward_fake(mode, input, hx, w_ih, w_hh, saved_gates, saved_extra, hy, grad_hy,
+                        grad_cy, output_mask):
+    want_input, want_state, want_weights, want_bias = output_mask
+
+    def like(wanted, shape):
+        return input.new_empty(shape if wanted else (0,))
+
+    return (like(want_input, input.shape), like(want_state, hx.shape),
+            like(want_state and mode == LSTM, hx.shape), like(want_weights, w_ih.shape),
+            like(want_weights, w_hh.shape), like(want_bias, (w_hh.shape[0],)),
+            like(want_bias, (w_hh.shape[0],)))
 
 
 @torch.library.register_fake("rnnkern::layer_backward")

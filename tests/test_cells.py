@@ -206,3 +206,122 @@ def test_cell_forward_op_contract():
         op(2, x.detach(), h[:1], c, w_ih, w_hh, b, b)
     with pytest.raises(RuntimeError, match="needs a cell state"):
         op(2, x.detach(), h, None, w_ih, w_hh, b, b)
+
+
+def _spy(monkeypatch, name):
+    calls = []
+    op = getattr(rnnkern.cells._ops, name)
+    monkeypatch.setattr(rnnkern.cells._ops, name, lambda *a: calls.append(a[-1]) or op(*a))
+    return calls
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("frozen", ["nothing", "input", "state", "weights"])
+def test_cell_training_step_takes_the_cell_ops(name, bias, frozen, monkeypatch):
+    # A training step is one cell_forward_train call and one cell_backward
+    # call, asked only for the gradients wanted; equal to torch.nn's.
+    ref, ours = make_cells(name, bias=bias)
+    forward_calls = _spy(monkeypatch, "cell_forward_train")
+    backward_calls = _spy(monkeypatch, "cell_backward")
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=frozen != "input")
+    hx = states(name, 4, requires_grad=frozen != "state")
+    for cell in (ref, ours):
+        cell.requires_grad_(frozen != "weights")
+    results = []
+    for cell in (ref, ours):
+        out = as_list(cell(x, hx))
+        torch.manual_seed(2)
+        loss = sum((o * torch.randn_like(o)).sum() for o in out)
+        wanted = [t for t in [x, *as_list(hx), *cell.parameters()] if t.requires_grad]
+        results.append(out + list(torch.autograd.grad(loss, wanted)))
+    assert len(forward_calls) == 1
+    want_mask = [frozen != "input", frozen != "state", frozen != "weights",
+                 bias and frozen != "weights"]
+    assert backward_calls == [want_mask]
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_cell_double_backward_matches_torch_nn(name):
+    ref, ours = make_cells(name)
+    x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    hx = states(name, 2)
+    found = []
+    for cell in (ref, ours):
+        h = as_list(cell(x, hx))[0]
+        params = list(cell.parameters())
+        grads = torch.autograd.grad((h ** 3).sum(), [x, *as_list(hx), *params],
+                                    create_graph=True)
+        penalty = sum((g ** 2).sum() for g in grads)
+        found.append(torch.autograd.grad(penalty, [x, *as_list(hx), *params]))
+    for a, b in zip(*found):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
+
+
+def _cell_train_args(mode):
+    torch.manual_seed(0)
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    x, h = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    c = torch.randn(3, 5, dtype=torch.float64) if mode == "LSTM" else None
+    w = [torch.randn(G * 5, 4, dtype=torch.float64), torch.randn(G * 5, 5, dtype=torch.float64),
+         torch.randn(G * 5, dtype=torch.float64), torch.randn(G * 5, dtype=torch.float64)]
+    return (rnnkern._ops.MODE_IDS[mode], x, h, c, *w)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cell_train_ops_contract(mode):
+    args = _cell_train_args(mode)
+    torch.library.opcheck(torch.ops.rnnkern.cell_forward_train.default, args)
+    hy, cy, gates, extra = torch.ops.rnnkern.cell_forward_train(*args)
+    inference = torch.ops.rnnkern.cell_forward(*args)
+    assert torch.equal(hy, inference[0]) and torch.equal(cy, inference[1])
+    mode_id, x, h, c, w_ih, w_hh = args[:6]
+    grad_c = torch.randn_like(cy) if mode == "LSTM" else None
+    backward_args = (mode_id, x, h, w_ih, w_hh, gates, extra, hy, torch.randn_like(hy), grad_c,
+                     [True, True, True, True])
+    torch.library.opcheck(torch.ops.rnnkern.cell_backward.default, backward_args)
+    with pytest.raises(RuntimeError, match="the cell modules"):
+        torch.ops.rnnkern.cell_forward_train(mode_id, x.detach().requires_grad_(), *args[2:])
+    with pytest.raises(RuntimeError, match="was the forward run by cell_forward_train"):
+        torch.ops.rnnkern.cell_backward(*backward_args[:5], gates[:1], *backward_args[6:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cell_train_ops_on_the_cuda_kernels_emulated(mode):
+    from test_cuda_emulation import SIMT
+    args = _cell_train_args(mode)
+    want = torch.ops.rnnkern.cell_forward_train(*args)
+    got = SIMT.cell_forward_train(*args)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    hy, _, gates, extra = want
+    grad_c = torch.randn_like(hy) if mode == "LSTM" else None
+    backward_args = (args[0], args[1], args[2], args[4], args[5], gates, extra, hy,
+                     torch.randn_like(hy), grad_c, [True, True, True, True])
+    for a, b in zip(SIMT.cell_backward(*backward_args),
+                    torch.ops.rnnkern.cell_backward(*backward_args)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_cell_training_float32_on_every_capability():
+    from test_cpu_dispatch import SUPPORTED
+    previous = rnnkern._ops.cpu_capability()
+    try:
+        for capability in SUPPORTED:
+            rnnkern._ops.set_cpu_capability(capability)
+            for name in CELLS:
+                ref, ours = make_cells(name, I=20, H=40, dtype=torch.float32)
+                for batch in (1, 5, 12):
+                    x = torch.randn(batch, 20, requires_grad=True)
+                    results = []
+                    for cell in (ref, ours):
+                        h = as_list(cell(x))[0]
+                        grads = torch.autograd.grad(h.sum(), [x, *cell.parameters()])
+                        results.append([h, *grads])
+                    for a, b in zip(*results):
+                        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    finally:
+        rnnkern._ops.set_cpu_capability(previous)

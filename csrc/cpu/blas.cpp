@@ -107,6 +107,10 @@ void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, 
     kt.f32.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
+  if (ta && !tb && k <= kSmallGemmMaxRows) {  // a weight gradient of a few rows
+    kt.f32.rank_update(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   const float* packed = cacheable ? cached_packing(kt, b, ldb, tb, k, n) : nullptr;
   if (packed == nullptr && m < kMinRowsToPackOnce) {
     // Packing op(B) for one product of few rows costs about as much as the
@@ -135,6 +139,10 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const
   if (k == 0) return scale(m, n, beta, c, ldc);
   if (!ta && m <= kSmallGemmMaxRows) {
     kernels().f64.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (ta && !tb && k <= kSmallGemmMaxRows) {
+    kernels().f64.rank_update(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
   blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

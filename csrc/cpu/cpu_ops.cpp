@@ -157,6 +157,8 @@ TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cpu::Backend>);
   m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cpu::Backend>);
   m.impl("cell_forward", &cell_forward<cpu::Backend>);
+  m.impl("cell_forward_train", &cell_forward_train<cpu::Backend>);
+  m.impl("cell_backward", &cell_backward<cpu::Backend>);
   m.impl("stack_forward", &stack_forward<cpu::Backend>);
   m.impl("stack_backward", &stack_backward<cpu::Backend>);
 }

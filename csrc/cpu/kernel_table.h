@@ -52,6 +52,9 @@ struct TypedKernels {
                                const BackwardBuffers<T>&);
   void (*small_gemm)(bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                      int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+  // C = alpha * A^T B + beta * C with an inner dimension k <= kSmallGemmMaxRows.
+  void (*rank_update)(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                      const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
 };
 
 struct KernelTable {

@@ -12,6 +12,7 @@
 #include "../core/cell_op.h"
 #include "../core/generic_backend.h"
 #include "../core/layer_op.h"
+#include "../core/stack_op.h"
 #include "kernels.h"
 #include "launch_config.h"
 #include "persistent_launch.h"
@@ -269,6 +270,8 @@ TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<cuda::Backend>);
   m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<cuda::Backend>);
   m.impl("cell_forward", &cell_forward<cuda::Backend>);
+  m.impl("cell_forward_train", &cell_forward_train<cuda::Backend>);
+  m.impl("cell_backward", &cell_backward<cuda::Backend>);
   m.impl("stack_forward", &stack_forward<cuda::Backend>);
   m.impl("stack_backward", &stack_backward<cuda::Backend>);
 }

@@ -247,6 +247,13 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "Tensor output, Tensor[] saved, Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, "
       "int num_layers, bool bidirectional, float dropout, int batch, bool[4] output_mask) -> "
       "(Tensor, Tensor, Tensor, Tensor[])");
+  m.def(
+      "cell_forward_train(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "cell_backward(int mode, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
+      "Tensor saved_gates, Tensor saved_extra, Tensor hy, Tensor? grad_hy, Tensor? grad_cy, "
+      "bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("column_sum(Tensor x, int block_rows=8) -> Tensor");
   // Threads per block and the grid cap of the 1-D kernels, and the seed of the
   // thread order inside blocks.
@@ -271,6 +278,8 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
   m.impl("layer_backward_data", &layer_backward_data<simt_ops::Backend>);
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<simt_ops::Backend>);
   m.impl("cell_forward", &cell_forward<simt_ops::Backend>);
+  m.impl("cell_forward_train", &cell_forward_train<simt_ops::Backend>);
+  m.impl("cell_backward", &cell_backward<simt_ops::Backend>);
   m.impl("stack_forward", &stack_forward<simt_ops::Backend>);
   m.impl("stack_backward", &stack_backward<simt_ops::Backend>);
   m.impl("column_sum", &simt_ops::column_sum);

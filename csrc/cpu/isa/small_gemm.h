@@ -134,6 +134,65 @@ void small_gemm(bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T*
   });
 }
 
+// Rows [m0, m1) of C = alpha * A^T B + beta * C with a compile-time K, so that
+// the K products of an output vector unroll into one FMA chain.
+template <int K, typename T>
+void rank_update_rows(int64_t m0, int64_t m1, int64_t n, T alpha, const T* a, int64_t lda,
+                      const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  for (int64_t i = m0; i < m1; ++i) {
+    T scale[K];
+    for (int p = 0; p < K; ++p) scale[p] = alpha * a[p * lda + i];
+    T* ci = c + i * ldc;
+    if (beta == T(0)) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        T acc = scale[0] * b[j];
+        for (int p = 1; p < K; ++p) acc += scale[p] * b[p * ldb + j];
+        ci[j] = acc;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        T acc = beta * ci[j];
+        for (int p = 0; p < K; ++p) acc += scale[p] * b[p * ldb + j];
+        ci[j] = acc;
+      }
+    }
+  }
+}
+
+// Products writing fewer elements than this run on one thread.
+constexpr int64_t kRankUpdateParallelOutputs = 256 * 1024;
+
+// Row-major C[M,N] = alpha * A^T B + beta * C for A [K,M] and B [K,N] with
+// 1 <= K <= kSmallGemmMaxRows: the weight gradient of a step of a few rows
+// (dgates^T x). Each row of C is a sum of K rows of B, written once; the
+// packed GEMM would pack and tile for an inner dimension of 1-8.
+template <typename T>
+void rank_update(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+                 int64_t ldb, T beta, T* c, int64_t ldc) {
+  const int64_t threads = m * n < kRankUpdateParallelOutputs ? 1 : at::get_num_threads();
+  const int64_t grain = std::max<int64_t>(8, (m + threads - 1) / threads);
+  at::parallel_for(0, m, grain, [&](int64_t m0, int64_t m1) {
+    switch (k) {
+#define RK_RANK_CASE(K) \
+  case K:               \
+    return rank_update_rows<K>(m0, m1, n, alpha, a, lda, b, ldb, beta, c, ldc);
+      RK_RANK_CASE(1)
+      RK_RANK_CASE(2)
+      RK_RANK_CASE(3)
+      RK_RANK_CASE(4)
+      RK_RANK_CASE(5)
+      RK_RANK_CASE(6)
+      RK_RANK_CASE(7)
+      RK_RANK_CASE(8)
+#undef RK_RANK_CASE
+      default:
+        TORCH_CHECK(false, "rnnkern: rank_update takes 1-8 rows, got ", k);
+    }
+  });
+}
+
 }  // namespace
 }  // namespace RK_ISA_NS
 }  // namespace cpu
