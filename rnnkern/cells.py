@@ -42,7 +42,7 @@ class _FusedCell(nn.RNNCellBase):
 
     def _step(self, input, h, c, kind):
         self._check_input_and_state(input, [h] if c is None else [h, c])
-        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        weights = self._weights()
         low = _autocast.autocast_dtype(input)
         if low is not None:
             input, h, c, *weights = _autocast.cast([input, h, c, *weights], low)
@@ -71,6 +71,17 @@ class _FusedCell(nn.RNNCellBase):
             h_new = h_new.to(out_dtype)
             c_new = c_new.to(c_dtype) if c_new is not None else None
         return h_new, c_new
+
+    def _weights(self):
+        # From the parameter dict: a module attribute lookup per parameter costs
+        # more than the rest of a small step's Python. A parametrization or
+        # weight_norm takes a parameter out of the dict: then by attribute.
+        params = self._parameters
+        try:
+            return [params["weight_ih"], params["weight_hh"], params["bias_ih"],
+                    params["bias_hh"]]
+        except KeyError:
+            return [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
 
     def _one_state_forward(self, name, input, hx):
         """forward() of the cells with one state (RNNCell, GRUCell), as torch.nn's."""

@@ -325,3 +325,32 @@ def test_cell_training_float32_on_every_capability():
                         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     finally:
         rnnkern._ops.set_cpu_capability(previous)
+
+
+@pytest.mark.parametrize("how", ["parametrize", "weight_norm", "functional_call"])
+def test_cell_sees_replaced_weights(how):
+    # Weights looked up per step: parametrizations, weight_norm and
+    # functional_call replace them each in their own way.
+    ref, ours = make_cells("GRUCell")
+    x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    if how == "functional_call":
+        new = {n: p * 1.5 for n, p in ref.named_parameters()}
+        want = torch.func.functional_call(ref, new, (x, h))
+        got = torch.func.functional_call(ours, new, (x, h))
+    else:
+        for cell in (ref, ours):
+            if how == "parametrize":
+                torch.nn.utils.parametrize.register_parametrization(cell, "weight_hh",
+                                                                    _Doubled())
+            else:  # at first the same weight: then a changed magnitude
+                torch.nn.utils.weight_norm(cell, "weight_ih")
+                with torch.no_grad():
+                    cell.weight_ih_g.mul_(1.5)
+        want, got = ref(x, h), ours(x, h)
+        assert not torch.allclose(got, make_cells("GRUCell")[1](x, h))
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+
+
+class _Doubled(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w
