@@ -296,3 +296,59 @@ def test_float32_small_batch_on_every_capability(monkeypatch):
     finally:
         _ops.set_cpu_capability(previous)
     assert rnnkern.LSTM is type(ours)
+
+
+@pytest.fixture
+def wavefront():
+    """Stacked one-direction layers as a wavefront wherever it can run."""
+    previous = torch.ops.rnnkern._stack_wavefront(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+    torch.ops.rnnkern._stack_wavefront(previous)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("batch,hidden", [(1, 40), (3, 17), (8, 64)])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+@pytest.mark.parametrize("packed", [False, True])
+def test_wavefront_matches_layers_one_after_another(mode, batch, hidden, dropout, packed,
+                                                    wavefront):
+    # The same products in the same order, so bitwise equal to the layers one
+    # after another, with the same dropout masks; backward from its saved state.
+    ref, ours = make_pair(mode, 12, hidden, num_layers=2, dropout=dropout, dtype=torch.float32)
+    torch.manual_seed(4)
+    if packed:
+        lengths = [9, 7, 7, 5, 4, 4, 2, 1][:batch]
+        x = pack_sequence([torch.randn(n, 12, requires_grad=True) for n in lengths])
+    else:
+        x = torch.randn(9, batch, 12, requires_grad=True)
+    runs = torch.ops.rnnkern._stack_wavefront_runs()
+    got = _results(ours, x)
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
+    torch.ops.rnnkern._stack_wavefront(0)
+    apart = _results(ours, x)
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
+    want = _results(ref, x)
+    for a, b, c in zip(got, apart, want):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, atol=2e-5, rtol=2e-4)
+
+
+def test_wavefront_only_where_it_applies(wavefront):
+    runs = torch.ops.rnnkern._stack_wavefront_runs()
+    x = torch.randn(6, 2, 8)
+    for module in (rnnkern.LSTM(8, 16, num_layers=3),  # more layers than threads
+                   rnnkern.LSTM(8, 16, num_layers=2, bidirectional=True),
+                   rnnkern.LSTM(8, 16, num_layers=2, proj_size=4),
+                   rnnkern.GRU(8, 16, num_layers=2).double()):
+        module(x.to(next(module.parameters()).dtype))
+    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(3, 2, 8))  # too few steps
+    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(6, 9, 8))  # batch above 8
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs
+    torch.ops.rnnkern._stack_wavefront(1)  # by size: small layers only
+    rnnkern.GRU(8, 16, num_layers=2)(x)
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
+    rnnkern.LSTM(8, 256, num_layers=2)(x)
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1

@@ -42,6 +42,23 @@ struct ForwardBuffers {
   bool h_raw_saved;
 };
 
+// One layer of a stack whose layers run at once, each a step behind the one
+// below (Backend::stack_wavefront): its loop's buffers, with gates holding the
+// folded biases only, and its input, whose part of the gates the loop adds
+// each step once the layer below has written that step: input [N, I] (the
+// layer below's output), times noise [N, I] into dropped when there is dropout
+// (both null without).
+template <typename T>
+struct WavefrontLayer {
+  LayerDims dims;
+  ForwardBuffers<T> buf;
+  const T* w_ih;  // [G*H, I]
+  int64_t input_size;
+  const T* input;
+  const T* noise;
+  T* dropped;
+};
+
 // The generic loop: per step the backend's GEMM and pointwise step.
 template <class Backend, typename T>
 void forward_steps(const LayerDims& dims, const SeqLayout& seq, bool reverse,

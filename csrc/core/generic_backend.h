@@ -10,12 +10,12 @@
 
 #include <initializer_list>
 #include <optional>
+#include <vector>
 
+#include "driver.h"
 #include "sequence.h"
 
 namespace rnnkern {
-
-struct LayerDims;
 
 struct GenericLoopBackend {
   struct CallScope {  // nothing to hold for the call
@@ -37,6 +37,13 @@ struct GenericLoopBackend {
   static bool backward_sequence(const LayerDims&, const SeqLayout&, bool, const Buffers&) {
     return false;
   }
+  // No wavefront of stacked layers (stack_op.h): they run one after another.
+  template <typename T>
+  static bool wavefront_applies(const LayerDims&, const SeqLayout&, int64_t, int64_t) {
+    return false;
+  }
+  template <typename T>
+  static void stack_wavefront(const std::vector<WavefrontLayer<T>>&, const SeqLayout&) {}
   // Buffers of a layer op's loop, for a loop that runs after the op returns.
   static void hold(std::initializer_list<at::Tensor>) {}
   // The two directions of a bidirectional layer: one after the other.

@@ -18,6 +18,7 @@
 #include <array>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "driver.h"
 
@@ -68,16 +69,42 @@ inline std::tuple<Tensor, Tensor> folded_biases(Mode mode, int64_t H, const OptT
 #define RNNKERN_DISPATCH_TYPES(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, TYPE, NAME, __VA_ARGS__)
 
+// A layer-direction's forward up to its time loop: the checked shapes and
+// every buffer of the loop. With project, gates hold the input projection
+// (plus the folded biases); without, the folded biases only, and whoever runs
+// the loop adds the input's part step by step (stack_op.h's wavefront; the
+// input then only gives shapes).
+struct PreparedForward {
+  Mode mode;
+  SeqLayout seq;
+  LayerDims dims;
+  bool train;
+  Tensor gates, gates_h, h, c, output, saved_h_prev, saved_extra, h_raw, w_hh, w_hr, bias_hn;
+  std::vector<int64_t> out_shape;
+
+  template <typename T>
+  ForwardBuffers<T> buffers() const {
+    return {w_hh.data_ptr<T>(),           ptr_or_null<T>(w_hr),         ptr_or_null<T>(bias_hn),
+            gates.data_ptr<T>(),          ptr_or_null<T>(gates_h),      h.data_ptr<T>(),
+            ptr_or_null<T>(c),            output.data_ptr<T>(),         ptr_or_null<T>(saved_h_prev),
+            ptr_or_null<T>(saved_extra),  ptr_or_null<T>(h_raw),        train};
+  }
+};
+
 template <class Backend>
-ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
-                            const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
-                            const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                            const OptTensor& w_hr, bool reverse, bool train) {
-  const typename Backend::CallScope scope(input, batch_sizes);
-  const Mode mode = checked_mode(mode_id);
-  const SeqLayout seq = checked_layout(input, batch_sizes);
-  const LayerDims dims = checked_weights(mode, input, w_ih, w_hh, w_hr);
-  const int64_t H = dims.hidden, R = dims.out, N = seq.rows_total;
+PreparedForward prepare_forward(int64_t mode_id, const Tensor& input,
+                                const OptTensor& batch_sizes, const Tensor& hx,
+                                const OptTensor& cx, const Tensor& w_ih, const Tensor& w_hh,
+                                const OptTensor& b_ih, const OptTensor& b_hh,
+                                const OptTensor& w_hr, bool train, bool project) {
+  PreparedForward p;
+  p.mode = checked_mode(mode_id);
+  p.seq = checked_layout(input, batch_sizes);
+  p.dims = checked_weights(p.mode, input, w_ih, w_hh, w_hr);
+  p.train = train;
+  const Mode mode = p.mode;
+  const SeqLayout& seq = p.seq;
+  const int64_t H = p.dims.hidden, R = p.dims.out, N = seq.rows_total;
   const int64_t GH = w_hh.size(0);
   const bool proj = defined_or_null(w_hr) != nullptr;
   check_state("hx", hx, input, seq.batch, R);
@@ -95,52 +122,56 @@ ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTenso
   }
 
   const auto opts = input.options();
-  const Tensor x = input.contiguous().view({N, input.size(-1)});
-  const Tensor w_hh_c = w_hh.contiguous();
-  const Tensor w_hr_c = proj ? w_hr->contiguous() : Tensor();
-
-  Tensor bias_x, bias_hn;
-  std::tie(bias_x, bias_hn) = folded_biases(mode, H, b_ih, b_hh, opts);
-  Tensor gates = Backend::input_projection(x, w_ih, bias_x);
-
-  Tensor h = hx.contiguous().clone();
-  Tensor c = mode == Mode::LSTM ? cx->contiguous().clone() : Tensor();
-  Tensor output = at::empty({N, R}, opts);
-  Tensor gates_h = mode == Mode::GRU ? at::empty({seq.batch, GH}, opts) : Tensor();
-  Tensor saved_h_prev = train ? at::empty({N, R}, opts) : Tensor();
-  // LSTM c' or GRU h_n per row; a projected LSTM also keeps o * tanh(c).
-  Tensor saved_extra;
-  if (train && (mode == Mode::LSTM || mode == Mode::GRU)) {
-    saved_extra = proj ? at::empty({2, N, H}, opts) : at::empty({N, H}, opts);
+  p.w_hh = w_hh.contiguous();
+  p.w_hr = proj ? w_hr->contiguous() : Tensor();
+  Tensor bias_x;
+  std::tie(bias_x, p.bias_hn) = folded_biases(mode, H, b_ih, b_hh, opts);
+  if (project) {
+    const Tensor x = input.contiguous().view({N, input.size(-1)});
+    p.gates = Backend::input_projection(x, w_ih, bias_x);
+  } else {
+    p.gates = bias_x.defined() ? bias_x.expand({N, GH}).contiguous() : at::zeros({N, GH}, opts);
   }
-  Tensor h_raw = !proj ? Tensor() : (train ? saved_extra[1] : at::empty({seq.batch, H}, opts));
 
+  p.h = hx.contiguous().clone();
+  p.c = mode == Mode::LSTM ? cx->contiguous().clone() : Tensor();
+  p.output = at::empty({N, R}, opts);
+  p.gates_h = mode == Mode::GRU ? at::empty({seq.batch, GH}, opts) : Tensor();
+  p.saved_h_prev = train ? at::empty({N, R}, opts) : Tensor();
+  // LSTM c' or GRU h_n per row; a projected LSTM also keeps o * tanh(c).
+  if (train && (mode == Mode::LSTM || mode == Mode::GRU)) {
+    p.saved_extra = proj ? at::empty({2, N, H}, opts) : at::empty({N, H}, opts);
+  }
+  p.h_raw = !proj ? Tensor() : (train ? p.saved_extra[1] : at::empty({seq.batch, H}, opts));
+  p.out_shape.assign(input.sizes().begin(), input.sizes().end());
+  p.out_shape.back() = R;
+  return p;
+}
+
+// The op's results from a prepared forward whose loop has run.
+inline ForwardResult finish_forward(const PreparedForward& p) {
+  // Absent outputs are distinct empty tensors: outputs of an op must not alias.
+  auto none = [&] { return at::empty({0}, p.output.options()); };
+  return {p.output.view(p.out_shape), p.h, p.mode == Mode::LSTM ? p.c : none(),
+          p.train ? p.saved_h_prev : none(), p.train ? p.gates : none(),
+          p.saved_extra.defined() ? p.saved_extra : none()};
+}
+
+template <class Backend>
+ForwardResult layer_forward(int64_t mode_id, const Tensor& input, const OptTensor& batch_sizes,
+                            const Tensor& hx, const OptTensor& cx, const Tensor& w_ih,
+                            const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                            const OptTensor& w_hr, bool reverse, bool train) {
+  const typename Backend::CallScope scope(input, batch_sizes);
+  const PreparedForward p = prepare_forward<Backend>(mode_id, input, batch_sizes, hx, cx, w_ih,
+                                                     w_hh, b_ih, b_hh, w_hr, train, true);
   RNNKERN_DISPATCH_TYPES(input.scalar_type(), "rnnkern_layer_forward", [&] {
-    ForwardBuffers<scalar_t> buf{w_hh_c.data_ptr<scalar_t>(),
-                                 ptr_or_null<scalar_t>(w_hr_c),
-                                 ptr_or_null<scalar_t>(bias_hn),
-                                 gates.data_ptr<scalar_t>(),
-                                 ptr_or_null<scalar_t>(gates_h),
-                                 h.data_ptr<scalar_t>(),
-                                 ptr_or_null<scalar_t>(c),
-                                 output.data_ptr<scalar_t>(),
-                                 ptr_or_null<scalar_t>(saved_h_prev),
-                                 ptr_or_null<scalar_t>(saved_extra),
-                                 ptr_or_null<scalar_t>(h_raw),
-                                 train};
-    forward_loop<Backend, scalar_t>(dims, seq, reverse, buf);
+    forward_loop<Backend, scalar_t>(p.dims, p.seq, reverse, p.buffers<scalar_t>());
   });
   // A backend may run the loop later, in order on its stream (a direction of a
   // bidirectional layer waiting for the other): it holds the loop's buffers.
-  Backend::hold({gates, gates_h, bias_hn, w_hh_c, w_hr_c, h_raw});
-
-  std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
-  out_shape.back() = R;
-  // Absent outputs are distinct empty tensors: outputs of an op must not alias.
-  auto none = [&] { return at::empty({0}, opts); };
-  return {output.view(out_shape), h, mode == Mode::LSTM ? c : none(),
-          train ? saved_h_prev : none(), train ? gates : none(),
-          saved_extra.defined() ? saved_extra : none()};
+  Backend::hold({p.gates, p.gates_h, p.bias_hn, p.w_hh, p.w_hr, p.h_raw});
+  return finish_forward(p);
 }
 
 // The time loop of backward: the gradients of the gate pre-activations

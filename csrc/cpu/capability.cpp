@@ -138,7 +138,7 @@ void AlignedFloats::reset(int64_t count) {
 }
 
 float* thread_scratch(int slot, int64_t count) {
-  thread_local AlignedFloats buffers[5];
+  thread_local AlignedFloats buffers[6];
   AlignedFloats& buf = buffers[slot];
   if (buf.size < count) buf.reset(count);
   return buf.data;

@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstring>
 #include <exception>
 #include <type_traits>
@@ -24,6 +25,20 @@ namespace cpu {
 // One packing of each weight per op call (see PackedWeightScope), where the
 // sequence is long enough for the packed GEMM to win back the packing.
 constexpr int64_t kMinStepsToPack = 8;
+
+// Stacked one-direction layers run as a wavefront (isa/wavefront.h) where a
+// layer's weights (W_ih and W_hh, floats) are at most this many: there a layer
+// gains little from splitting it over a second core.
+constexpr int64_t kMaxWavefrontWeights = 64 * 1024;
+
+// 0: never a wavefront, 1: where it pays (above), 2: wherever it can run (tests).
+std::atomic<int64_t> wavefront_policy{1};
+std::atomic<int64_t> wavefront_runs{0};  // for the tests: that it ran
+
+int64_t set_wavefront_policy(int64_t policy) {
+  TORCH_CHECK(policy >= 0 && policy <= 2, "rnnkern: _stack_wavefront takes 0, 1 or 2");
+  return wavefront_policy.exchange(policy);
+}
 
 struct Backend {
   struct CallScope {
@@ -81,6 +96,24 @@ struct Backend {
   }
   static at::Tensor matmul(const at::Tensor& a, bool trans_a, const at::Tensor& b) {
     return cpu::matmul(a, trans_a, b);
+  }
+  // dims and input_size: those of the layers above the first.
+  template <typename T>
+  static bool wavefront_applies(const LayerDims& dims, const SeqLayout& seq, int64_t layers,
+                                int64_t input_size) {
+    const int64_t policy = wavefront_policy.load();
+    const int64_t weights = gate_count(dims.mode) * dims.hidden * (dims.out + input_size);
+    return std::is_same<T, float>::value && policy > 0 &&
+           (policy == 2 || weights <= kMaxWavefrontWeights) && !omp_in_parallel() &&
+           layers <= at::get_num_threads() && seq.batch <= kSmallGemmMaxRows &&
+           dims.out == dims.hidden && seq.steps >= 4;
+  }
+  template <typename T>
+  static void stack_wavefront(const std::vector<WavefrontLayer<T>>& layers,
+                              const SeqLayout& seq) {
+    ++wavefront_runs;
+    typed<T>(kernels()).small_batch_wavefront(layers.data(), static_cast<int64_t>(layers.size()),
+                                              seq);
   }
   // x W_ih^T + bias through gemm() (and so through the packed kernel for float).
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
@@ -147,6 +180,10 @@ at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b, bool trans_a, bool 
 
 TORCH_LIBRARY_FRAGMENT(rnnkern, m) {
   m.def("_gemm(Tensor a, Tensor b, bool trans_a, bool trans_b, bool pack_b, int repeats=1) -> Tensor");
+  // Stacked one-direction layers at small batch as a wavefront: 0 never, 1 where
+  // it pays, 2 wherever it can run; returns the previous setting.
+  m.def("_stack_wavefront(int policy) -> int", &cpu::set_wavefront_policy);
+  m.def("_stack_wavefront_runs() -> int", [] { return cpu::wavefront_runs.load(); });
 }
 
 TORCH_LIBRARY_IMPL(rnnkern, CPU, m) {

@@ -55,6 +55,9 @@ struct TypedKernels {
   // C = alpha * A^T B + beta * C with an inner dimension k <= kSmallGemmMaxRows.
   void (*rank_update)(int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
                       const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+  // Stacked layers at once (isa/wavefront.h); float only (null otherwise).
+  void (*small_batch_wavefront)(const WavefrontLayer<T>* layers, int64_t count,
+                                const SeqLayout& seq);
 };
 
 struct KernelTable {
@@ -104,8 +107,8 @@ struct AlignedFloats {
 };
 
 // Per-thread scratch memory (64-byte aligned), reused across calls; slot
-// 0..4 (0, 1: the packed GEMM; 2-4: the small-batch loop). Contents are
-// undefined on return.
+// 0..5 (0, 1: the packed GEMM; 2-4: the small-batch loop; 5: its wavefront's
+// W_ih). Contents are undefined on return.
 float* thread_scratch(int slot, int64_t count);
 
 // One table per capability, defined in isa/<capability>.cpp (null where a

@@ -14,6 +14,7 @@
 #include "resident.h"
 #include "spin_barrier.h"
 #include "small_batch.h"
+#include "wavefront.h"
 
 namespace rnnkern {
 namespace cpu {
@@ -24,9 +25,10 @@ template <typename T>
 constexpr TypedKernels<T> typed_kernels() {
   if constexpr (std::is_floating_point<T>::value) {
     return {&forward_step<T>, &backward_step<T>, &small_batch_forward<T>,
-            &small_batch_backward<T>, &small_gemm<T>, &rank_update<T>};
+            &small_batch_backward<T>, &small_gemm<T>, &rank_update<T>,
+            std::is_same<T, float>::value ? &small_batch_wavefront<T> : nullptr};
   } else {  // bfloat16, half: pointwise steps only (their GEMMs go through ATen)
-    return {&forward_step<T>, &backward_step<T>, nullptr, nullptr, nullptr, nullptr};
+    return {&forward_step<T>, &backward_step<T>, nullptr, nullptr, nullptr, nullptr, nullptr};
   }
 }
 }  // namespace

@@ -61,13 +61,21 @@ struct Share {
   int64_t tid, threads;
 };
 
+// Nothing to add to a step's gates before its recurrent product.
+struct NoInputStep {
+  void operator()(int64_t, int64_t, int64_t) const {}
+};
+
 // With a projection (h = (o * tanh(c)) W_hr^T, R < H entries) a step has two
 // phases: the gates and cell of the own hidden units, then, once every unit's
 // o * tanh(c) is there, the own entries of h from the thread's resident slice
 // of W_hr. Without one, h is the cell's output and a step is one phase.
-template <Mode M, typename T>
+// input_step(s, rows, off) runs first in step s (wavefront.h: the input's part
+// of the gates, once the layer below has written that step).
+template <Mode M, typename T, typename InputStep = NoInputStep>
 void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                    const ForwardBuffers<T>& buf, T* next, const Share& share) {
+                    const ForwardBuffers<T>& buf, T* next, const Share& share,
+                    const InputStep& input_step = InputStep{}) {
   const int64_t H = dims.hidden, R = dims.out, G = gate_count(M), GH = G * H, B = seq.batch;
   const bool proj = buf.w_hr != nullptr;
   const UnitRange own = share.own;  // hidden units: gates, c
@@ -101,6 +109,7 @@ void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
     const int64_t off = seq.offsets[t];
     T* gates = buf.gates + off * GH;
     T* out = buf.output + off * R;
+    input_step(s, rows, off);
     // Own entries of every row into h_next: the step updates the active rows;
     // rows not in this step carry their state over.
     for (int64_t b = 0; b < B; ++b) {

@@ -1,0 +1,89 @@
+// Stacked one-direction layers run at once, each a step behind the one below
+// (the backend's stack_wavefront; the CPU's is isa/wavefront.h), for
+// stack_op.h's forward: where the backend takes it and how its buffers,
+// dropout and results match the layer-by-layer path's.
+#pragma once
+
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/stack.h>
+
+#include <vector>
+
+#include "stack_args.h"
+
+namespace rnnkern {
+
+// Whether the backend runs this one-direction stack as a wavefront: float,
+// layers above the first alike (their input is the layer below's output).
+template <class Backend>
+bool wavefront_wanted(Mode mode, const Tensor& input, const OptTensor& batch_sizes,
+                      const DirectionArgs& weights, const StackShape& s, double dropout) {
+  if (s.directions != 1 || s.layers < 2 || input.scalar_type() != at::kFloat ||
+      dropout >= 1 || optional_weight(weights, 1, 4).has_value()) {
+    return false;
+  }
+  const Tensor w_hh = weight_arg(weights, 1, 1, "w_hh");
+  if (w_hh.dim() != 2 || w_hh.size(0) != gate_count(mode) * w_hh.size(1)) return false;
+  const int64_t H = w_hh.size(1);
+  return Backend::template wavefront_applies<float>(LayerDims{mode, H, H},
+                                                    checked_layout(input, batch_sizes),
+                                                    s.layers, H);
+}
+
+// The wavefront's forward: every layer prepared (the first with its input
+// projection, the others with their biases only), the dropout noise drawn up
+// front in the layer-by-layer path's order (nothing between two layers draws
+// from the generator, so the masks are the same), then all loops at once.
+template <class Backend>
+StackForwardResult wavefront_forward(int64_t mode, const Tensor& input,
+                                     const OptTensor& batch_sizes, const Tensor& hx,
+                                     const Tensor* c0, const DirectionArgs& weights,
+                                     const StackShape& s, double dropout, bool train) {
+  const typename Backend::CallScope scope(input, batch_sizes);
+  const bool lstm = checked_mode(mode) == Mode::LSTM;
+  std::vector<PreparedForward> layers;
+  std::vector<Tensor> w_ih(s.layers), noise(s.layers), dropped(s.layers);
+  Tensor layer_input = input;
+  for (int64_t l = 0; l < s.layers; ++l) {
+    w_ih[l] = weight_arg(weights, l, 0, "w_ih").contiguous();
+    layers.push_back(prepare_forward<Backend>(
+        mode, layer_input, batch_sizes, hx[l], lstm ? OptTensor((*c0)[l]) : std::nullopt,
+        w_ih[l], weight_arg(weights, l, 1, "w_hh"), optional_weight(weights, l, 2),
+        optional_weight(weights, l, 3), std::nullopt, train, l == 0));
+    layer_input = layers.back().output.view(layers.back().out_shape);
+    if (l + 1 < s.layers && dropout > 0) {
+      noise[l + 1] = cpu_dropout_noise(layer_input, dropout);
+      dropped[l + 1] = at::empty_like(layer_input);
+      layer_input = dropped[l + 1];
+    }
+  }
+  std::vector<WavefrontLayer<float>> wave;
+  for (int64_t l = 0; l < s.layers; ++l) {
+    const PreparedForward& p = layers[l];
+    wave.push_back({p.dims, p.buffers<float>(), w_ih[l].data_ptr<float>(), w_ih[l].size(1),
+                    l > 0 ? layers[l - 1].output.data_ptr<float>() : nullptr,
+                    ptr_or_null<float>(noise[l]), ptr_or_null<float>(dropped[l])});
+  }
+  Backend::template stack_wavefront<float>(wave, layers[0].seq);
+
+  auto none = [&] { return at::empty({0}, input.options()); };
+  std::vector<Tensor> h_n, c_n, saved, inputs;
+  for (int64_t l = 0; l < s.layers; ++l) {
+    const ForwardResult r = finish_forward(layers[l]);
+    h_n.push_back(std::get<1>(r));
+    if (lstm) c_n.push_back(std::get<2>(r));
+    if (!train) continue;
+    const bool top = l == s.layers - 1;
+    saved.insert(saved.end(), {top ? none() : std::get<0>(r), std::get<3>(r), std::get<4>(r),
+                               std::get<5>(r)});
+    if (l > 0) {
+      inputs.insert(inputs.end(), {dropped[l].defined() ? dropped[l] : none(),
+                                   noise[l].defined() ? noise[l] : none()});
+    }
+  }
+  saved.insert(saved.end(), inputs.begin(), inputs.end());
+  const PreparedForward& top = layers.back();
+  return {top.output.view(top.out_shape), at::stack(h_n), lstm ? at::stack(c_n) : none(), saved};
+}
+
+}  // namespace rnnkern
