@@ -30,6 +30,7 @@ Modes:
 Default grid, sizes as (T,B,I,H):
   RNN_TANH ... PACKED  {grid}
   LSTM_BIDIR2 GRU_BIDIR2  {bidir}
+  STACK2               {stack}
   CELLS                {cells}
 --sizes replaces the sizes of every mode.
 
@@ -84,6 +85,7 @@ def build_parser():
     doc = __doc__.format(
         modes="\n".join(f"  {name:<12} {text}" for name, text in cases.MODE_HELP.items()),
         grid=describe_sizes(cases.GRID_SIZES), bidir=describe_sizes(cases.BIDIR_SIZES),
+        stack=describe_sizes(cases.STACK_SIZES),
         cells=describe_sizes(cases.CELL_SIZES), quick_modes=" ".join(cases.QUICK_MODES),
         quick=describe_sizes(cases.QUICK_SIZES),
         quick_cells=describe_sizes(cases.QUICK_CELL_SIZES))

@@ -30,6 +30,7 @@ GRID_SIZES: List[Size] = [(100, 1, 128, 128), (100, 1, 256, 256), (100, 1, 512, 
                           (50, 16, 128, 1024)]
 QUICK_SIZES: List[Size] = [(100, 1, 256, 256), (100, 32, 256, 256)]
 BIDIR_SIZES: List[Size] = [(100, 1, 256, 256), (100, 32, 256, 256)]
+STACK_SIZES: List[Size] = [(100, 1, 64, 64), (100, 1, 128, 128), (100, 4, 128, 128)]
 CELL_SIZES: List[Size] = [(100, 1, 256, 256), (100, 32, 256, 256)]
 QUICK_CELL_SIZES: List[Size] = [(100, 32, 256, 256)]
 
@@ -44,6 +45,7 @@ MODE_HELP = {
     "PACKED": "LSTM fed a PackedSequence of B sequences, lengths between T/2 and T, unsorted",
     "LSTM_BIDIR2": "2-layer bidirectional LSTM",
     "GRU_BIDIR2": "2-layer bidirectional GRU",
+    "STACK2": "2-layer RNN (tanh), LSTM and GRU, one direction (small ones run as a wavefront)",
     "CELLS": "RNNCell (tanh), LSTMCell, GRUCell stepped in a Python loop over T steps",
 }
 MODES = list(MODE_HELP)
@@ -101,6 +103,8 @@ def cases_for_mode(mode: str, sizes: List[Size]) -> List[Case]:
         return [Case(mode, "LSTM", s, packed=True) for s in sizes]
     if mode in ("LSTM_BIDIR2", "GRU_BIDIR2"):
         return [Case(mode, mode[:-7], s, num_layers=2, bidirectional=True) for s in sizes]
+    if mode == "STACK2":
+        return [Case(m, m, s, num_layers=2) for s in sizes for m in ("RNN", "LSTM", "GRU")]
     if mode == "CELLS":
         return [Case(cell, cell, s) for s in sizes for cell in ("RNNCell", "LSTMCell", "GRUCell")]
     raise ValueError(f"unknown mode {mode}")
@@ -109,6 +113,8 @@ def cases_for_mode(mode: str, sizes: List[Size]) -> List[Case]:
 def default_sizes(mode: str, quick: bool) -> List[Size]:
     if mode in ("LSTM_BIDIR2", "GRU_BIDIR2"):
         return BIDIR_SIZES
+    if mode == "STACK2":
+        return STACK_SIZES
     if mode == "CELLS":
         return QUICK_CELL_SIZES if quick else CELL_SIZES
     return QUICK_SIZES if quick else GRID_SIZES
