@@ -167,7 +167,7 @@ def _stack_forward_fake(mode, input, batch_sizes, hx, cx, weights, num_layers, b
         if layer < num_layers - 1:
             if dropout == 0:
                 noise = input.new_empty(0)
-            elif dropout == 1:
+            elif dropout == 1 or layer_input.numel() == 0:
                 noise = input.new_empty(())
             else:  # CUDA's native_dropout keeps a boolean mask
                 cuda = input.device.type == "cuda"

@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_sequence
 import rnnkern
 from rnnkern import _ops, _stack
 from helpers import MODES, flat, make_pair
+from test_cpu_dispatch import capability  # noqa: F401  (the fixture)
 from test_cuda_emulation import SIMT
 
 
@@ -314,7 +315,7 @@ def wavefront():
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 @pytest.mark.parametrize("packed", [False, True])
 def test_wavefront_matches_layers_one_after_another(mode, batch, hidden, dropout, packed,
-                                                    wavefront):
+                                                    wavefront, capability):  # noqa: F811
     # The same products in the same order, so bitwise equal to the layers one
     # after another, with the same dropout masks; backward from its saved state.
     ref, ours = make_pair(mode, 12, hidden, num_layers=2, dropout=dropout, dtype=torch.float32)
@@ -344,11 +345,29 @@ def test_wavefront_only_where_it_applies(wavefront):
                    rnnkern.LSTM(8, 16, num_layers=2, proj_size=4),
                    rnnkern.GRU(8, 16, num_layers=2).double()):
         module(x.to(next(module.parameters()).dtype))
-    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(3, 2, 8))  # too few steps
-    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(6, 9, 8))  # batch above 8
+    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(7, 2, 8))  # too few steps
+    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(8, 1, 8))  # too few rows
+    rnnkern.GRU(8, 16, num_layers=2)(torch.randn(9, 9, 8))  # batch above 8
+    rnnkern.RNN(8, 130, num_layers=2)(torch.randn(9, 1, 8))  # input above the GEMM's K block
     assert torch.ops.rnnkern._stack_wavefront_runs() == runs
     torch.ops.rnnkern._stack_wavefront(1)  # by size: small layers only
+    x = torch.randn(9, 2, 8)
     rnnkern.GRU(8, 16, num_layers=2)(x)
     assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
-    rnnkern.LSTM(8, 256, num_layers=2)(x)
+    rnnkern.LSTM(8, 120, num_layers=2)(x)
     assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_a_lone_bias_is_not_overwritten(rows):
+    # One bias given: the op's gate buffer starts as a copy of it, never as it.
+    torch.manual_seed(0)
+    b_hh = torch.randn(20)
+    kept = b_hh.clone()
+    x, h = torch.randn(1, rows, 3), torch.randn(rows, 5)
+    w_ih, w_hh = torch.randn(20, 3), torch.randn(20, 5)
+    _ops.layer_forward(_ops.LSTM, x, None, h, torch.randn(rows, 5), w_ih, w_hh, None, b_hh, None,
+                       False, False)
+    _ops.cell_forward_train(_ops.LSTM, x[0], h, torch.randn(rows, 5), w_ih, w_hh, None, b_hh)
+    _ops.cell_forward(_ops.LSTM, x[0], h, torch.randn(rows, 5), w_ih, w_hh, b_hh, None)
+    assert torch.equal(b_hh, kept)

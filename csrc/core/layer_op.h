@@ -130,7 +130,8 @@ PreparedForward prepare_forward(int64_t mode_id, const Tensor& input,
     const Tensor x = input.contiguous().view({N, input.size(-1)});
     p.gates = Backend::input_projection(x, w_ih, bias_x);
   } else {
-    p.gates = bias_x.defined() ? bias_x.expand({N, GH}).contiguous() : at::zeros({N, GH}, opts);
+    p.gates = bias_x.defined() ? bias_x.expand({N, GH}).clone(at::MemoryFormat::Contiguous)
+                               : at::zeros({N, GH}, opts);
   }
 
   p.h = hx.contiguous().clone();

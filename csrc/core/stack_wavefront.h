@@ -18,13 +18,18 @@ namespace rnnkern {
 template <class Backend>
 bool wavefront_wanted(Mode mode, const Tensor& input, const OptTensor& batch_sizes,
                       const DirectionArgs& weights, const StackShape& s, double dropout) {
-  if (s.directions != 1 || s.layers < 2 || input.scalar_type() != at::kFloat ||
-      dropout >= 1 || optional_weight(weights, 1, 4).has_value()) {
+  if (s.directions != 1 || s.layers < 2 || input.scalar_type() != at::kFloat || dropout >= 1) {
     return false;
   }
   const Tensor w_hh = weight_arg(weights, 1, 1, "w_hh");
   if (w_hh.dim() != 2 || w_hh.size(0) != gate_count(mode) * w_hh.size(1)) return false;
   const int64_t H = w_hh.size(1);
+  for (int64_t l = 0; l < s.layers; ++l) {  // no projection, and the layers above alike
+    const Tensor w = weight_arg(weights, l, 1, "w_hh");
+    if (optional_weight(weights, l, 4).has_value() || !w.sizes().equals(w_hh.sizes())) {
+      return false;
+    }
+  }
   return Backend::template wavefront_applies<float>(LayerDims{mode, H, H},
                                                     checked_layout(input, batch_sizes),
                                                     s.layers, H);

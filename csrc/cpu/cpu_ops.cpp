@@ -30,6 +30,11 @@ constexpr int64_t kMinStepsToPack = 8;
 // layer's weights (W_ih and W_hh, floats) are at most this many: there a layer
 // gains little from splitting it over a second core.
 constexpr int64_t kMaxWavefrontWeights = 64 * 1024;
+// Its per-step input products equal the packed GEMM's bitwise (one FMA chain
+// over k, then the bias) where that GEMM packs the weight (a packing scope:
+// kMinStepsToPack steps), takes more than kSmallGemmMaxRows rows, and runs k in
+// one block (kKC: 128 with AVX-512, 256 with AVX2).
+constexpr int64_t kMaxWavefrontInput = 128;
 
 // 0: never a wavefront, 1: where it pays (above), 2: wherever it can run (tests).
 std::atomic<int64_t> wavefront_policy{1};
@@ -106,7 +111,8 @@ struct Backend {
     return std::is_same<T, float>::value && policy > 0 &&
            (policy == 2 || weights <= kMaxWavefrontWeights) && !omp_in_parallel() &&
            layers <= at::get_num_threads() && seq.batch <= kSmallGemmMaxRows &&
-           dims.out == dims.hidden && seq.steps >= 4;
+           dims.out == dims.hidden && seq.steps >= kMinStepsToPack &&
+           seq.rows_total > kSmallGemmMaxRows && input_size <= kMaxWavefrontInput;
   }
   template <typename T>
   static void stack_wavefront(const std::vector<WavefrontLayer<T>>& layers,
@@ -119,7 +125,9 @@ struct Backend {
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
                                      const at::Tensor& bias) {
     const int64_t N = x.size(0), I = x.size(1), GH = w_ih.size(0);
-    at::Tensor out = bias.defined() ? bias.expand({N, GH}).contiguous()
+    // clone, not contiguous: a one-row expand is the bias itself, which the GEMM
+    // would then overwrite.
+    at::Tensor out = bias.defined() ? bias.expand({N, GH}).clone(at::MemoryFormat::Contiguous)
                                     : at::empty({N, GH}, x.options());
     const at::Tensor w = w_ih.contiguous();
     RNNKERN_DISPATCH_TYPES(x.scalar_type(), "rnnkern_input_projection", [&] {
