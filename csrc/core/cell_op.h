@@ -133,14 +133,8 @@ CellBackwardResult cell_backward(int64_t mode_id, const Tensor& input, const Ten
               "rnnkern: cell_backward: the saved state does not match the step; was the "
               "forward run by cell_forward_train?");
   const auto opts = input.options();
-  auto state_grad = [&](const OptTensor& g) {
-    const Tensor* t = defined_or_null(g);
-    if (t == nullptr) return at::zeros({B, H}, opts);
-    check_state("grad of the new state", *t, input, B, H);
-    return t->contiguous().clone();
-  };
-  Tensor dh = state_grad(grad_hy);
-  Tensor dc = lstm ? state_grad(grad_cy) : Tensor();
+  Tensor dh = state_grad_buffer(grad_hy, input, B, H);
+  Tensor dc = lstm ? state_grad_buffer(grad_cy, input, B, H) : Tensor();
   Tensor dgates = at::empty({B, GH}, opts);
   Tensor dgates_h = gru ? at::empty({B, GH}, opts) : dgates;
   const Tensor h_prev = hx.contiguous(), x = input.contiguous(), w = w_hh.contiguous();

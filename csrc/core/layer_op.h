@@ -44,6 +44,16 @@ inline const Tensor* defined_or_null(const OptTensor& t) {
   return t.has_value() && t->defined() ? &*t : nullptr;
 }
 
+// The gradient of a final state as the buffer a backward loop updates in
+// place: a copy of g (checked to be [batch, size]), or zeros.
+inline Tensor state_grad_buffer(const OptTensor& g, const Tensor& like, int64_t batch,
+                                int64_t size) {
+  const Tensor* t = defined_or_null(g);
+  if (t == nullptr) return at::zeros({batch, size}, like.options());
+  check_state("grad of the final state", *t, like, batch, size);
+  return t->contiguous().clone();
+}
+
 template <typename T>
 T* ptr_or_null(const Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
@@ -203,14 +213,8 @@ BackwardData backward_data(Mode mode, const SeqLayout& seq, const LayerDims& dim
               "rnnkern: saved forward state does not match the input");
 
   const auto opts = input.options();
-  auto state_grad = [&](const OptTensor& g, int64_t size) {
-    const Tensor* t = defined_or_null(g);
-    if (t == nullptr) return at::zeros({seq.batch, size}, opts);
-    check_state("grad of the final state", *t, input, seq.batch, size);
-    return t->contiguous().clone();
-  };
-  Tensor dh = state_grad(grad_hy, R);
-  Tensor dc = mode == Mode::LSTM ? state_grad(grad_cy, H) : Tensor();
+  Tensor dh = state_grad_buffer(grad_hy, input, seq.batch, R);
+  Tensor dc = mode == Mode::LSTM ? state_grad_buffer(grad_cy, input, seq.batch, H) : Tensor();
   Tensor dy;
   if (const Tensor* g = defined_or_null(grad_output)) {
     TORCH_CHECK(g->numel() == N * R, "rnnkern: grad_output has the wrong number of elements");

@@ -7,6 +7,7 @@
 #include <ATen/ops/mul.h>
 #include <ATen/ops/native_dropout.h>
 #include <ATen/ops/native_dropout_backward.h>
+#include <ATen/ops/stack.h>
 
 #include <tuple>
 #include <vector>
@@ -79,6 +80,38 @@ inline void check_stacked_state(const char* name, const Tensor& state, int64_t c
               " must have shape [num_layers * num_directions = ", count, ", batch, size], got ",
               state.sizes());
 }
+
+// What a forward of the stack returns besides its output, gathered layer by
+// layer by either forward path: h_n, c_n and, with train, the saved list in
+// stack_op.h's layout.
+struct StackResults {
+  bool lstm, train, one_direction;
+  std::vector<Tensor> h_n, c_n, saved, inputs;
+
+  // A layer-direction's layer_forward results, in torch.nn's order.
+  void add_direction(const ForwardResult& r, bool top) {
+    h_n.push_back(std::get<1>(r));
+    if (lstm) c_n.push_back(std::get<2>(r));
+    if (train) {  // the top output of a one-direction stack is the op's output
+      saved.insert(saved.end(), {top && one_direction ? Tensor() : std::get<0>(r),
+                                 std::get<3>(r), std::get<4>(r), std::get<5>(r)});
+    }
+  }
+  // A layer above the first: its input (undefined where it is the output of
+  // the layer below, unchanged) and the dropout noise (undefined without).
+  void add_input(const Tensor& input, const Tensor& noise) {
+    if (train) inputs.insert(inputs.end(), {input, noise});
+  }
+  StackForwardResult finish(const Tensor& output) {
+    auto none = [&] { return at::empty({0}, output.options()); };
+    saved.insert(saved.end(), inputs.begin(), inputs.end());
+    // Empty entries are distinct empty tensors, not undefined ones.
+    for (Tensor& t : saved) {
+      if (!t.defined()) t = none();
+    }
+    return {output, at::stack(h_n), lstm ? at::stack(c_n) : none(), saved};
+  }
+};
 
 template <class Backend, typename Body>
 void run_directions(const StackShape& s, const Body& body) {

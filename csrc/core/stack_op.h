@@ -44,8 +44,7 @@ StackForwardResult stack_forward(int64_t mode, const Tensor& input, const OptTen
                                       train);
   }
 
-  std::vector<Tensor> h_n(s.count()), c_n(lstm ? s.count() : 0), saved;
-  std::vector<Tensor> inputs;  // per layer above the first: [input, noise]
+  StackResults results{lstm, train, s.directions == 1, {}, {}, {}, {}};
   Tensor layer_input = input, output;
   for (int64_t layer = 0; layer < s.layers; ++layer) {
     ForwardResult r[2];
@@ -58,34 +57,17 @@ StackForwardResult stack_forward(int64_t mode, const Tensor& input, const OptTen
           optional_weight(weights, i, 4), d == 1, train);
     });
     const bool top = layer == s.layers - 1;
-    for (int d = 0; d < s.directions; ++d) {
-      const int64_t i = layer * s.directions + d;
-      h_n[i] = std::get<1>(r[d]);
-      if (lstm) c_n[i] = std::get<2>(r[d]);
-      if (train) {
-        const bool is_output = top && s.directions == 1;
-        saved.insert(saved.end(), {is_output ? Tensor() : std::get<0>(r[d]), std::get<3>(r[d]),
-                                   std::get<4>(r[d]), std::get<5>(r[d])});
-      }
-    }
+    for (int d = 0; d < s.directions; ++d) results.add_direction(r[d], top);
     output = s.directions == 2 ? at::cat({std::get<0>(r[0]), std::get<0>(r[1])}, -1)
                                : std::get<0>(r[0]);
     if (top) break;
     Tensor noise;
     layer_input = output;
     if (dropout > 0) std::tie(layer_input, noise) = stack_dropout(output, dropout);
-    if (train) {
-      const bool repeats_output = s.directions == 1 && dropout == 0;
-      inputs.insert(inputs.end(), {repeats_output ? Tensor() : layer_input, noise});
-    }
+    const bool repeats_output = s.directions == 1 && dropout == 0;
+    results.add_input(repeats_output ? Tensor() : layer_input, noise);
   }
-  saved.insert(saved.end(), inputs.begin(), inputs.end());
-  // Empty entries are distinct empty tensors, not undefined ones.
-  auto none = [&] { return at::empty({0}, input.options()); };
-  for (Tensor& t : saved) {
-    if (!t.defined()) t = none();
-  }
-  return {output, at::stack(h_n), lstm ? at::stack(c_n) : none(), saved};
+  return results.finish(output);
 }
 
 // output_mask: gradients wanted for {input, hx and cx, the weights, the

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/stack.h>
 
 #include <vector>
 
@@ -71,24 +70,13 @@ StackForwardResult wavefront_forward(int64_t mode, const Tensor& input,
   }
   Backend::template stack_wavefront<float>(wave, layers[0].seq);
 
-  auto none = [&] { return at::empty({0}, input.options()); };
-  std::vector<Tensor> h_n, c_n, saved, inputs;
+  StackResults results{lstm, train, true, {}, {}, {}, {}};
   for (int64_t l = 0; l < s.layers; ++l) {
-    const ForwardResult r = finish_forward(layers[l]);
-    h_n.push_back(std::get<1>(r));
-    if (lstm) c_n.push_back(std::get<2>(r));
-    if (!train) continue;
-    const bool top = l == s.layers - 1;
-    saved.insert(saved.end(), {top ? none() : std::get<0>(r), std::get<3>(r), std::get<4>(r),
-                               std::get<5>(r)});
-    if (l > 0) {
-      inputs.insert(inputs.end(), {dropped[l].defined() ? dropped[l] : none(),
-                                   noise[l].defined() ? noise[l] : none()});
-    }
+    results.add_direction(finish_forward(layers[l]), l == s.layers - 1);
+    if (l > 0) results.add_input(dropped[l], noise[l]);
   }
-  saved.insert(saved.end(), inputs.begin(), inputs.end());
   const PreparedForward& top = layers.back();
-  return {top.output.view(top.out_shape), at::stack(h_n), lstm ? at::stack(c_n) : none(), saved};
+  return results.finish(top.output.view(top.out_shape));
 }
 
 }  // namespace rnnkern
