@@ -39,11 +39,8 @@ int64_t packed_size(int64_t k, int64_t n) { return panel_count(n) * k * kNR; }
 void pack_panel(const float* b, int64_t ldb, bool trans_b, int64_t k0, int64_t kc, int64_t n0,
                 int64_t cols, float* out) {
   if (cols < kNR) std::fill(out, out + kc * kNR, 0.f);
-  if (trans_b) {  // op(B)'s columns are rows of B: read them side by side
-    const float* src = b + n0 * ldb + k0;
-    for (int64_t p = 0; p < kc; ++p) {
-      for (int64_t c = 0; c < cols; ++c) out[p * kNR + c] = src[c * ldb + p];
-    }
+  if (trans_b) {  // op(B)'s columns are rows of B
+    transpose_into(b + n0 * ldb + k0, ldb, cols, kc, out, kNR);
   } else {
     for (int64_t p = 0; p < kc; ++p) {
       std::memcpy(out + p * kNR, b + (k0 + p) * ldb + n0, cols * sizeof(float));

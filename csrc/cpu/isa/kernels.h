@@ -5,6 +5,7 @@
 #pragma once
 
 #include "vec.h"
+#include "transpose.h"
 
 #include "gemm.h"
 #include "pointwise.h"

@@ -36,18 +36,24 @@ ResidentLayout resident_layout(int64_t k, int64_t width, int64_t gates, int64_t 
   return {k, width, padded, gates, vectors, (cols + tile - 1) / tile};
 }
 
-// Packs rows g * row_stride + begin + j (j < width) of w ([*, k] row-major).
+// Packs rows g * row_stride + begin + j (j < width) of w ([*, k] row-major):
+// per tile, each gate's run of own units is one block transposed.
 void pack_resident(const float* w, int64_t row_stride, int64_t begin, const ResidentLayout& L,
                    float* out) {
   const int64_t tile = L.tile_cols();
-  for (int64_t col = 0; col < L.tiles * tile; ++col) {
-    const int64_t g = col / L.padded, j = col % L.padded;
-    float* dst = out + (col / tile) * tile * L.k + col % tile;
-    if (g < L.gates && j < L.width) {
-      const float* src = w + (g * row_stride + begin + j) * L.k;
-      for (int64_t p = 0; p < L.k; ++p) dst[p * tile] = src[p];
-    } else {
-      for (int64_t p = 0; p < L.k; ++p) dst[p * tile] = 0.f;
+  for (int64_t t = 0; t < L.tiles; ++t) {
+    float* dst = out + t * tile * L.k;
+    for (int64_t c = 0; c < tile;) {  // column c of this tile: t * tile + c of the slice
+      const int64_t col = t * tile + c, g = col / L.padded, j = col % L.padded;
+      const int64_t run = std::min(tile - c, L.padded - j);  // same gate to tile's or gate's end
+      const int64_t real = g < L.gates ? std::max<int64_t>(0, std::min(run, L.width - j)) : 0;
+      if (real > 0) {
+        transpose_into(w + (g * row_stride + begin + j) * L.k, L.k, real, L.k, dst + c, tile);
+      }
+      for (int64_t p = 0; p < L.k && real < run; ++p) {
+        std::fill(dst + p * tile + c + real, dst + p * tile + c + run, 0.f);
+      }
+      c += run;
     }
   }
 }
