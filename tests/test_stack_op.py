@@ -314,10 +314,14 @@ def wavefront():
 @pytest.mark.parametrize("batch,hidden", [(1, 40), (3, 17), (8, 64)])
 @pytest.mark.parametrize("dropout", [0.0, 0.4])
 @pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("with_state", [False, True])
 def test_wavefront_matches_layers_one_after_another(mode, batch, hidden, dropout, packed,
-                                                    wavefront, capability):  # noqa: F811
-    # The same products in the same order, so bitwise equal to the layers one
-    # after another, with the same dropout masks; backward from its saved state.
+                                                    with_state, wavefront,
+                                                    capability):  # noqa: F811
+    # Forward: the same products in the same order, so bitwise equal to the
+    # layers one after another, with the same dropout masks. Backward (the
+    # layers' loops at once too): the same sums but for the order of those
+    # that give a layer its output's gradient.
     ref, ours = make_pair(mode, 12, hidden, num_layers=2, dropout=dropout, dtype=torch.float32)
     torch.manual_seed(4)
     if packed:
@@ -325,15 +329,25 @@ def test_wavefront_matches_layers_one_after_another(mode, batch, hidden, dropout
         x = pack_sequence([torch.randn(n, 12, requires_grad=True) for n in lengths])
     else:
         x = torch.randn(9, batch, 12, requires_grad=True)
+    hx = None
+    if with_state:
+        hx = tuple(torch.randn(2, batch, hidden, requires_grad=True)
+                   for _ in range(2 if mode == "LSTM" else 1))
+        hx = hx if mode == "LSTM" else hx[0]
+    forward_results = 1 + (2 if mode == "LSTM" else 1)
     runs = torch.ops.rnnkern._stack_wavefront_runs()
-    got = _results(ours, x)
-    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
+    got = _results(ours, x, hx)
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 2  # forward, backward
     torch.ops.rnnkern._stack_wavefront(0)
-    apart = _results(ours, x)
-    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 1
-    want = _results(ref, x)
-    for a, b, c in zip(got, apart, want):
-        assert torch.equal(a, b)
+    apart = _results(ours, x, hx)
+    assert torch.ops.rnnkern._stack_wavefront_runs() == runs + 2
+    want = _results(ref, x, hx)
+    assert len(got) == len(want) > forward_results + (4 if with_state else 2)
+    for i, (a, b, c) in enumerate(zip(got, apart, want)):
+        if i < forward_results:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(a, c, atol=2e-5, rtol=2e-4)
 
 

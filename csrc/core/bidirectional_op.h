@@ -16,7 +16,7 @@
 #include <tuple>
 #include <vector>
 
-#include "layer_op.h"
+#include "layer_backward.h"
 
 namespace rnnkern {
 

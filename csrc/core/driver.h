@@ -120,6 +120,21 @@ struct BackwardBuffers {
   T* dh_raw;              // projected LSTM: [B, H] scratch
 };
 
+// One layer of a stack whose layers' backward loops run at once, each a step
+// behind the one above (Backend::stack_wavefront_backward): its loop's buffers
+// and, for layers above the first, its input's gradient, which it writes each
+// step into the grad_output of the layer below once it has that step's dgates:
+// below [N, I] = (dgates W_ih) * noise (the dropout's, null without).
+template <typename T>
+struct WavefrontBackwardLayer {
+  LayerDims dims;
+  BackwardBuffers<T> buf;
+  const T* w_ih;  // [G*H, I]
+  int64_t input_size;
+  const T* noise;
+  T* below;  // null for the first layer
+};
+
 template <class Backend, typename T>
 void backward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                    const BackwardBuffers<T>& buf) {

@@ -44,6 +44,9 @@ struct GenericLoopBackend {
   }
   template <typename T>
   static void stack_wavefront(const std::vector<WavefrontLayer<T>>&, const SeqLayout&) {}
+  template <typename T>
+  static void stack_wavefront_backward(const std::vector<WavefrontBackwardLayer<T>>&,
+                                       const SeqLayout&) {}
   // Buffers of a layer op's loop, for a loop that runs after the op returns.
   static void hold(std::initializer_list<at::Tensor>) {}
   // The two directions of a bidirectional layer: one after the other.

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "bidirectional_op.h"
-#include "layer_op.h"
+#include "layer_backward.h"
 
 namespace rnnkern {
 

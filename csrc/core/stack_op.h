@@ -12,7 +12,8 @@
 // output of a one-direction stack (it is the op's output), and a layer's input
 // when it is the layer below's output unchanged (one direction, no dropout).
 // A one-direction stack the backend runs as a wavefront takes
-// stack_wavefront.h's forward instead, with the same results.
+// stack_wavefront.h's forward instead, with the same results, and its backward
+// (the same up to the order of sums).
 #pragma once
 
 #include <ATen/ops/add.h>
@@ -105,6 +106,18 @@ StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
     return present(t) ? t : layer_output(layer - 1, 0);
   };
 
+  // A stack whose forward ran as a wavefront runs its backward loops as one too.
+  std::vector<BackwardResult> wave;
+  if (wavefront_wanted<Backend>(checked_mode(mode), input, batch_sizes, weights, s, dropout)) {
+    std::vector<Tensor> inputs, outputs, noise;
+    for (int64_t l = 0; l < s.layers; ++l) {
+      inputs.push_back(layer_input(l));
+      outputs.push_back(layer_output(l, 0));
+      noise.push_back(l > 0 && dropout > 0 ? saved[per_layer_saved + 2 * (l - 1) + 1] : Tensor());
+    }
+    wave = wavefront_backward<Backend>(mode, batch_sizes, weights, inputs, outputs, noise, saved,
+                                       grad_output, g_hy, g_cy, batch, output_mask);
+  }
   std::vector<Tensor> grad_h(s.count()), grad_c(s.count());
   std::vector<Tensor> grad_weights(kWeightsPerDirection * s.count());
   OptTensor grad_above = grad_output;  // of the current layer's (concatenated) output
@@ -112,7 +125,7 @@ StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
   for (int64_t layer = s.layers - 1; layer >= 0; --layer) {
     const Tensor x = layer_input(layer);
     BackwardResult r[2];
-    run_directions<Backend>(s, [&](int d) {
+    auto direction = [&](int d) {
       const int64_t i = layer * s.directions + d, base = kSavedPerDirection * i;
       const Tensor w_hh = weight_arg(weights, i, 1, "w_hh");
       const int64_t R = w_hh.size(1);
@@ -130,7 +143,12 @@ StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
           g_cy && lstm ? OptTensor((*g_cy)[i]) : std::nullopt, d == 1, batch,
           {layer > 0 || output_mask[0], output_mask[1], output_mask[2],
            output_mask[3] && has_bias});
-    });
+    };
+    if (!wave.empty()) {
+      r[0] = wave[layer];
+    } else {
+      run_directions<Backend>(s, direction);
+    }
     Tensor grad_x;
     for (int d = 0; d < s.directions; ++d) {
       const int64_t i = layer * s.directions + d;
@@ -148,6 +166,7 @@ StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
       if (output_mask[0] && grad_x.defined()) grad_input = grad_x;
       break;
     }
+    if (!wave.empty()) continue;  // the loops gave the layer below its output's gradient
     if (dropout > 0) {
       grad_x = stack_dropout_backward(grad_x, saved[per_layer_saved + 2 * (layer - 1) + 1],
                                       dropout);

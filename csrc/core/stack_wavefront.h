@@ -1,7 +1,8 @@
 // Stacked one-direction layers run at once, each a step behind the one below
 // (the backend's stack_wavefront; the CPU's is isa/wavefront.h), for
-// stack_op.h's forward: where the backend takes it and how its buffers,
-// dropout and results match the layer-by-layer path's.
+// stack_op.h's forward, and in backward each a step behind the one above:
+// where the backend takes it and how its buffers, dropout and results match
+// the layer-by-layer path's.
 #pragma once
 
 #include <ATen/ops/empty_like.h>
@@ -77,6 +78,55 @@ StackForwardResult wavefront_forward(int64_t mode, const Tensor& input,
   }
   const PreparedForward& top = layers.back();
   return results.finish(top.output.view(top.out_shape));
+}
+
+// The wavefront's backward (where the forward took it): every layer's loop
+// buffers, those of the layers below the top with an output gradient that the
+// layer above fills step by step (through W_ih and the dropout's noise), all
+// loops at once, then each layer's weight and bias gradients (and the first
+// layer's input gradient) as after the layer-by-layer path's loops. inputs,
+// outputs, noise: each layer's input (after the dropout), output, and the
+// dropout's noise of its input (undefined without).
+template <class Backend>
+std::vector<BackwardResult> wavefront_backward(
+    int64_t mode, const OptTensor& batch_sizes, const DirectionArgs& weights,
+    const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+    const std::vector<Tensor>& noise, at::TensorList saved, const OptTensor& grad_output,
+    const Tensor* g_hy, const Tensor* g_cy, int64_t batch, std::array<bool, 4> output_mask) {
+  const int64_t layers = static_cast<int64_t>(inputs.size());
+  const typename Backend::CallScope scope(inputs[0], batch_sizes);
+  const bool lstm = checked_mode(mode) == Mode::LSTM;
+  std::vector<BackwardData> data(layers);
+  std::vector<Tensor> w_ih(layers);
+  for (int64_t l = layers - 1; l >= 0; --l) {
+    const int64_t base = kSavedPerDirection * l;
+    w_ih[l] = weight_arg(weights, l, 0, "w_ih").contiguous();
+    const OptTensor g_out =
+        l == layers - 1 ? grad_output
+                        : OptTensor(at::empty_like(outputs[l], at::MemoryFormat::Contiguous));
+    data[l] = prepare_backward(mode, inputs[l], batch_sizes, w_ih[l],
+                               weight_arg(weights, l, 1, "w_hh"), std::nullopt, outputs[l],
+                               saved[base + 1], saved[base + 2], saved[base + 3], g_out,
+                               g_hy ? OptTensor((*g_hy)[l]) : std::nullopt,
+                               g_cy && lstm ? OptTensor((*g_cy)[l]) : std::nullopt, false, batch);
+    TORCH_CHECK(!noise[l].defined() || noise[l].scalar_type() == at::kFloat,
+                "rnnkern: stack_backward: the saved dropout noise is not float");
+  }
+  std::vector<WavefrontBackwardLayer<float>> wave;
+  for (int64_t l = 0; l < layers; ++l) {
+    wave.push_back({data[l].dims, data[l].buffers<float>(), w_ih[l].data_ptr<float>(),
+                    w_ih[l].size(1), ptr_or_null<float>(noise[l]),
+                    l > 0 ? data[l - 1].grad_output.data_ptr<float>() : nullptr});
+  }
+  Backend::template stack_wavefront_backward<float>(wave, data[0].seq);
+  std::vector<BackwardResult> results;
+  for (int64_t l = 0; l < layers; ++l) {
+    const bool has_bias = optional_weight(weights, l, 2).has_value();
+    results.push_back(finish_backward<Backend>(
+        data[l], inputs[l], w_ih[l],
+        {l == 0 && output_mask[0], output_mask[1], output_mask[2], output_mask[3] && has_bias}));
+  }
+  return results;
 }
 
 }  // namespace rnnkern

@@ -13,6 +13,7 @@
 
 #include "../core/bidirectional_op.h"
 #include "../core/cell_op.h"
+#include "../core/layer_backward.h"
 #include "../core/layer_op.h"
 #include "../core/stack_op.h"
 #include "../core/step_elements.h"
@@ -120,6 +121,13 @@ struct Backend {
     ++wavefront_runs;
     typed<T>(kernels()).small_batch_wavefront(layers.data(), static_cast<int64_t>(layers.size()),
                                               seq);
+  }
+  template <typename T>
+  static void stack_wavefront_backward(const std::vector<WavefrontBackwardLayer<T>>& layers,
+                                       const SeqLayout& seq) {
+    ++wavefront_runs;
+    typed<T>(kernels()).small_batch_wavefront_backward(
+        layers.data(), static_cast<int64_t>(layers.size()), seq);
   }
   // x W_ih^T + bias through gemm() (and so through the packed kernel for float).
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,

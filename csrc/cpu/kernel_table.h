@@ -58,6 +58,8 @@ struct TypedKernels {
   // Stacked layers at once (isa/wavefront.h); float only (null otherwise).
   void (*small_batch_wavefront)(const WavefrontLayer<T>* layers, int64_t count,
                                 const SeqLayout& seq);
+  void (*small_batch_wavefront_backward)(const WavefrontBackwardLayer<T>* layers, int64_t count,
+                                         const SeqLayout& seq);
 };
 
 struct KernelTable {

@@ -11,6 +11,7 @@
 #include "../core/bidirectional_op.h"
 #include "../core/cell_op.h"
 #include "../core/generic_backend.h"
+#include "../core/layer_backward.h"
 #include "../core/layer_op.h"
 #include "../core/stack_op.h"
 #include "kernels.h"

@@ -27,9 +27,11 @@ constexpr TypedKernels<T> typed_kernels() {
   if constexpr (std::is_floating_point<T>::value) {
     return {&forward_step<T>, &backward_step<T>, &small_batch_forward<T>,
             &small_batch_backward<T>, &small_gemm<T>, &rank_update<T>,
-            std::is_same<T, float>::value ? &small_batch_wavefront<T> : nullptr};
+            std::is_same<T, float>::value ? &small_batch_wavefront<T> : nullptr,
+            std::is_same<T, float>::value ? &small_batch_wavefront_backward<T> : nullptr};
   } else {  // bfloat16, half: pointwise steps only (their GEMMs go through ATen)
-    return {&forward_step<T>, &backward_step<T>, nullptr, nullptr, nullptr, nullptr, nullptr};
+    return {&forward_step<T>, &backward_step<T>, nullptr, nullptr, nullptr, nullptr, nullptr,
+            nullptr};
   }
 }
 }  // namespace

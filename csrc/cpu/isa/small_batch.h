@@ -169,9 +169,19 @@ void forward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
   }
 }
 
-template <Mode M, typename T>
+// Nothing to do around a backward step.
+struct NoBackwardHooks {
+  void before(int64_t, int64_t, int64_t) const {}
+  void after_gates(int64_t, int64_t, int64_t) const {}
+};
+
+// hooks.before(s, rows, off) runs first in step s, hooks.after_gates(...) once
+// the step's gate gradients are written (wavefront.h: wait for the layer
+// above's gradient of this step; hand the layer below its own).
+template <Mode M, typename T, typename Hooks = NoBackwardHooks>
 void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                     const BackwardBuffers<T>& buf, const Share& share) {
+                     const BackwardBuffers<T>& buf, const Share& share,
+                     const Hooks& hooks = Hooks{}) {
   const int64_t H = dims.hidden, GH = gate_count(M) * H;
   const UnitRange own = share.own;
   for (int64_t s = 0; s < seq.steps; ++s) {
@@ -190,10 +200,12 @@ void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                buf.dc,
                                buf.dgates + off * GH,
                                buf.dgates_h + off * GH};
+    hooks.before(s, rows, off);
     for (int64_t b = 0; b < rows; ++b) {
 #pragma omp simd
       for (int64_t j = own.begin; j < own.end; ++j) backward_element<M>(step, b, j);
     }
+    hooks.after_gates(s, rows, off);
     share.barrier.arrive_and_wait(share.tid, s + 1);  // dh' needs every unit's gate gradients
     // Own columns of dh' = dgates_h W_hh (+ the direct part the GRU step left).
     axpy_rows(rows, own.begin, own.end, GH, T(1), buf.dgates_h + off * GH, GH, buf.w_hh, H,
