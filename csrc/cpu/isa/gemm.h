@@ -64,10 +64,7 @@ void pack_strip(const GemmArgs& g, int64_t i0, int64_t rows, int64_t k0, int64_t
       for (int64_t i = 0; i < rows; ++i) out[p * rows + i] = src[i];
     }
   } else {
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* src = g.a + (i0 + i) * g.lda + k0;
-      for (int64_t p = 0; p < kc; ++p) out[p * rows + i] = src[p];
-    }
+    transpose_into(g.a + i0 * g.lda + k0, g.lda, rows, kc, out, rows);
   }
 }
 
