@@ -121,8 +121,33 @@ std::tuple<at::Tensor, at::Tensor> cell_forward_autograd(
   return op.call(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh);
 }
 
+// The Autograd kernel of the training cell ops: their derivative is the cell
+// modules' autograd.Function (rnnkern/cells.py), which calls each once per
+// step, so this check costs microseconds a step in Python and next to nothing
+// here. Differentiating the ops themselves (grad mode on and an argument that
+// requires grad, or one with a forward-AD tangent) is an error, not a result
+// without a graph.
+void not_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                        torch::jit::Stack* stack) {
+  const size_t args = op.schema().arguments().size();
+  const bool grad = at::GradMode::is_enabled();
+  for (size_t i = stack->size() - args; i < stack->size(); ++i) {
+    const c10::IValue& v = (*stack)[i];
+    if (!v.isTensor() || !v.toTensor().defined()) continue;
+    const at::Tensor& t = v.toTensor();
+    TORCH_CHECK(!(grad && t.requires_grad()) && !t._fw_grad(/*level=*/0).defined(),
+                op.schema().name(), " is not differentiable: differentiate the cell modules "
+                "instead (its backward gives a differentiable gradient when a graph is "
+                "requested)");
+  }
+  at::AutoDispatchBelowADInplaceOrView below;
+  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnkern, Autograd, m) {
   m.impl("cell_forward", &cell_forward_autograd);
+  m.impl("cell_forward_train", torch::CppFunction::makeFromBoxedFunction<&not_differentiable>());
+  m.impl("cell_backward", torch::CppFunction::makeFromBoxedFunction<&not_differentiable>());
 }

@@ -285,6 +285,15 @@ def test_cell_train_ops_contract(mode):
     torch.library.opcheck(torch.ops.rnnkern.cell_backward.default, backward_args)
     with pytest.raises(RuntimeError, match="the cell modules"):
         torch.ops.rnnkern.cell_forward_train(mode_id, x.detach().requires_grad_(), *args[2:])
+    # Nor are they differentiated: a graph of the backward, or a forward-AD tangent.
+    with pytest.raises(RuntimeError, match="rnnkern::cell_backward is not differentiable"):
+        torch.ops.rnnkern.cell_backward(*backward_args[:8], torch.randn_like(hy).requires_grad_(),
+                                        *backward_args[9:])
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="rnnkern::cell_forward_train is not differ"):
+            torch.ops.rnnkern.cell_forward_train(mode_id, dual, *args[2:])
     with pytest.raises(RuntimeError, match="was the forward run by cell_forward_train"):
         torch.ops.rnnkern.cell_backward(*backward_args[:5], gates[:1], *backward_args[6:])
 
