@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 // `import rnnkern._C` needs a module init; the ops need nothing from Python.
@@ -121,14 +122,17 @@ std::tuple<at::Tensor, at::Tensor> cell_forward_autograd(
   return op.call(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh);
 }
 
-// The Autograd kernel of the training cell ops: their derivative is the cell
-// modules' autograd.Function (rnnkern/cells.py), which calls each once per
-// step, so this check costs microseconds a step in Python and next to nothing
-// here. Differentiating the ops themselves (grad mode on and an argument that
-// requires grad, or one with a forward-AD tangent) is an error, not a result
-// without a graph.
+// The Autograd kernel of the training cell ops and the whole-stack ops: their
+// derivative is an autograd.Function's (rnnkern/cells.py, rnnkern/_stack.py),
+// which calls each once per step or per module call; in Python this check cost
+// 5-10 us a call. Differentiating the ops themselves (grad mode on and an
+// argument that requires grad, or one with a forward-AD tangent) is an error,
+// not a result without a graph.
 void not_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
                         torch::jit::Stack* stack) {
+  const std::string& name = op.schema().name();
+  const char* instead = name.find("stack_") != std::string::npos ? "rnnkern.functional.rnn_stack"
+                                                                  : "the cell modules";
   const size_t args = op.schema().arguments().size();
   const bool grad = at::GradMode::is_enabled();
   for (size_t i = stack->size() - args; i < stack->size(); ++i) {
@@ -136,8 +140,8 @@ void not_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
     if (!v.isTensor() || !v.toTensor().defined()) continue;
     const at::Tensor& t = v.toTensor();
     TORCH_CHECK(!(grad && t.requires_grad()) && !t._fw_grad(/*level=*/0).defined(),
-                op.schema().name(), " is not differentiable: differentiate the cell modules "
-                "instead (its backward gives a differentiable gradient when a graph is "
+                name, " is not differentiable: differentiate ", instead,
+                " instead (its backward gives a differentiable gradient when a graph is "
                 "requested)");
   }
   at::AutoDispatchBelowADInplaceOrView below;
@@ -150,4 +154,6 @@ TORCH_LIBRARY_IMPL(rnnkern, Autograd, m) {
   m.impl("cell_forward", &cell_forward_autograd);
   m.impl("cell_forward_train", torch::CppFunction::makeFromBoxedFunction<&not_differentiable>());
   m.impl("cell_backward", torch::CppFunction::makeFromBoxedFunction<&not_differentiable>());
+  m.impl("stack_forward", torch::CppFunction::makeFromBoxedFunction<&not_differentiable>());
+  m.impl("stack_backward", torch::CppFunction::makeFromBoxedFunction<&not_differentiable>());
 }

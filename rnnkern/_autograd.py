@@ -231,8 +231,5 @@ for _name in ("layer_backward", "layer_backward_data", "layer_forward_bidirectio
               "layer_backward_bidirectional"):
     _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default), "Autograd",
               with_keyset=True)
-# (cell_forward_train and cell_backward: the same check in C++, csrc/ops.cpp.)
-for _name, _instead in (("stack_forward", "rnnkern.functional.rnn_stack"),
-                        ("stack_backward", "rnnkern.functional.rnn_stack")):
-    _lib.impl(_name, _not_differentiable(getattr(torch.ops.rnnkern, _name).default, _instead),
-              "Autograd", with_keyset=True)
+# stack_forward, stack_backward, cell_forward_train and cell_backward: the
+# same check in C++ (csrc/ops.cpp); they run only where no transform is active.
