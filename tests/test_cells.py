@@ -37,13 +37,16 @@ def as_list(x):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch", [4, 1, None])  # None: unbatched 1-D input
 @pytest.mark.parametrize("hx_given", [True, False])
-def test_cell_parity(name, bias, batch, hx_given):
-    ref, ours = make_cells(name, bias=bias)
+# Input and hidden sizes alike (the backward's input and hidden sides run at
+# once) and far apart (one after the other).
+@pytest.mark.parametrize("I,H", [(3, 5), (2, 9), (11, 4)])
+def test_cell_parity(name, bias, batch, hx_given, I, H):
+    ref, ours = make_cells(name, I=I, H=H, bias=bias)
     for (n, p), (m, q) in zip(ours.named_parameters(), ref.named_parameters()):
         assert n == m and torch.equal(p, q)  # same names, same init
     torch.manual_seed(1)
-    x = torch.randn(*((batch, 3) if batch else (3,)), dtype=torch.float64, requires_grad=True)
-    hx = states(name, batch) if hx_given else None
+    x = torch.randn(*((batch, I) if batch else (I,)), dtype=torch.float64, requires_grad=True)
+    hx = states(name, batch, H) if hx_given else None
     results = []
     for cell in (ref, ours):
         out = as_list(cell(x, hx))

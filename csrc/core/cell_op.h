@@ -152,20 +152,35 @@ CellBackwardResult cell_backward(int64_t mode_id, const Tensor& input, const Ten
                                       ptr_or_null<scalar_t>(dc),
                                       dgates.data_ptr<scalar_t>(),
                                       dgates_h.data_ptr<scalar_t>()};
-    if (B == 0) return;
-    Backend::backward_step(step);
-    // dh' = dgates_h W_hh (+ the direct part the GRU step left in dh).
-    if (output_mask[1]) {
-      Backend::gemm(false, false, B, H, GH, scalar_t(1), dgates_h.data_ptr<scalar_t>(), GH,
-                    w.data_ptr<scalar_t>(), H, scalar_t(gru ? 1 : 0), dh.data_ptr<scalar_t>(), H);
-    }
+    if (B > 0) Backend::backward_step(step);
   });
   auto none = [&] { return at::empty({0}, opts); };
-  Tensor grad_input = output_mask[0] ? Backend::matmul(dgates, false, w_ih) : none();
-  Tensor grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(), grad_b_hh = none();
-  if (output_mask[2]) {
-    grad_w_ih = Backend::matmul(dgates, true, x);
-    grad_w_hh = Backend::matmul(dgates_h, true, h_prev);
+  Tensor grad_input = none(), grad_w_ih = none(), grad_w_hh = none(), grad_b_ih = none(),
+         grad_b_hh = none();
+  // The input side (dx, dW_ih) and the hidden side (dh', dW_hh): independent
+  // products, of like sizes when I and H are, which a backend may run at once
+  // (the CPU: one thread each, one parallel region instead of four).
+  auto side = [&](int s) {
+    if (s == 0) {
+      if (output_mask[0]) grad_input = Backend::matmul(dgates, false, w_ih);
+      if (output_mask[2]) grad_w_ih = Backend::matmul(dgates, true, x);
+      return;
+    }
+    if (output_mask[1] && B > 0) {  // dh' = dgates_h W_hh (+ the GRU step's direct part)
+      RNNKERN_DISPATCH_TYPES(input.scalar_type(), "rnnkern_cell_backward_dh", [&] {
+        Backend::gemm(false, false, B, H, GH, scalar_t(1), dgates_h.data_ptr<scalar_t>(), GH,
+                      w.data_ptr<scalar_t>(), H, scalar_t(gru ? 1 : 0), dh.data_ptr<scalar_t>(),
+                      H);
+      });
+    }
+    if (output_mask[2]) grad_w_hh = Backend::matmul(dgates_h, true, h_prev);
+  };
+  const int64_t I = x.size(1);
+  if (I <= 2 * H && H <= 2 * I) {
+    Backend::concurrently(side);
+  } else {
+    side(0);
+    side(1);
   }
   if (output_mask[3]) {
     grad_b_ih = Backend::column_sum(dgates);

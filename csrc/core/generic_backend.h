@@ -55,6 +55,12 @@ struct GenericLoopBackend {
     body(0);
     body(1);
   }
+  // Two independent tasks, body(0) and body(1): one after the other.
+  template <typename F>
+  static void concurrently(const F& body) {
+    body(0);
+    body(1);
+  }
 };
 
 }  // namespace rnnkern

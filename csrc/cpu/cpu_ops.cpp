@@ -72,11 +72,16 @@ struct Backend {
   }
   static at::Tensor column_sum(const at::Tensor& x) { return at::sum(x, 0); }
   static void hold(std::initializer_list<at::Tensor>) {}  // loops finish inside the op
-  // The two directions of a bidirectional layer at once, each on one thread
-  // (the kernels inside see a parallel region and stay on their thread), with
-  // the caller's thread-local state (grad mode, ...); sequential on one thread.
+  // The two directions of a bidirectional layer at once.
   template <typename F>
   static void both_directions(const F& body) {
+    concurrently(body);
+  }
+  // body(0) and body(1) at once, each on one thread (the kernels inside see a
+  // parallel region and stay on their thread), with the caller's thread-local
+  // state (grad mode, ...); sequential on one thread.
+  template <typename F>
+  static void concurrently(const F& body) {
     if (at::get_num_threads() < 2 || omp_in_parallel()) {
       body(0);
       body(1);
