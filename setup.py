@@ -79,7 +79,7 @@ def pip_cublas_link_args():
 
 
 def extensions():
-    core = sources("core/*.cpp", "cpu/*.cpp", "cpu/isa/*.cpp", "ops.cpp")
+    core = sources("core/*.cpp", "cpu/*.cpp", "cpu/isa/*.cpp", "ops.cpp", "cell_autograd.cpp")
     common = dict(extra_link_args=["-fopenmp"], py_limited_api=False)
     if build_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")

@@ -88,6 +88,11 @@ TORCH_LIBRARY(rnnkern, m) {
       "cell_forward_train(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, "
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor saved_gates, "
       "Tensor saved_extra)");
+  // The same step as an autograd node (cell_autograd.cpp): h' and c',
+  // differentiable; its backward is cell_backward.
+  m.def(
+      "cell_train_step(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
   // Its backward. output_mask: {input, hx/cx, weights, biases}; gradients not
   // asked for are empty tensors.
   m.def(

@@ -31,6 +31,7 @@ layer_backward_bidirectional = torch.ops.rnnkern.layer_backward_bidirectional.de
 cell_forward = torch.ops.rnnkern.cell_forward.default
 cell_forward_train = torch.ops.rnnkern.cell_forward_train.default
 cell_backward = torch.ops.rnnkern.cell_backward.default
+cell_train_step = torch.ops.rnnkern.cell_train_step.default
 stack_forward = torch.ops.rnnkern.stack_forward.default
 stack_backward = torch.ops.rnnkern.stack_backward.default
 cpu_capability = torch.ops.rnnkern.cpu_capability
@@ -69,6 +70,11 @@ def _cell_forward_train_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     hy, cy = _cell_forward_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh)
     extra = hx.shape if mode in (LSTM, GRU) else (0,)
     return hy, cy, input.new_empty((input.shape[0], w_hh.shape[0])), input.new_empty(extra)
+
+
+@torch.library.register_fake("rnnkern::cell_train_step")
+def _cell_train_step_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    return _cell_forward_fake(mode, input, hx, cx, w_ih, w_hh, b_ih, b_hh)
 
 
 @torch.library.register_fake("rnnkern::cell_backward")

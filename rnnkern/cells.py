@@ -2,9 +2,9 @@
 
 In eager mode a step is one call of a cell operator: ``cell_forward`` (two
 GEMMs and the fused pointwise step, nothing saved) when nothing differentiates
-it (inference, or frozen weights and inputs), else ``cell_forward_train``,
-whose backward is ``cell_backward`` (double backward by a differentiable
-recomputation). Under forward-mode AD, functorch transforms and torch.compile
+it (inference, or frozen weights and inputs), else ``cell_train_step``, an
+autograd node in C++ whose forward is ``cell_forward_train`` and backward
+``cell_backward`` (double backward by a differentiable recomputation). Under forward-mode AD, functorch transforms and torch.compile
 a step is the fused layer operator on a one-step sequence, with its jvp and
 vmap. All compute with the same kernels as the full modules.
 Parameters, init, ``repr`` and ``state_dict`` come from ``torch.nn.RNNCellBase``.
@@ -12,7 +12,7 @@ Parameters, init, ``repr`` and ``state_dict`` come from ``torch.nn.RNNCellBase``
 import torch
 from torch import nn
 
-from . import _autocast, _autograd, _onnx, _ops, _reference
+from . import _autocast, _autograd, _onnx, _ops
 from .functional import rnn_layer
 from .modules import check_dtype
 
@@ -60,7 +60,7 @@ class _FusedCell(nn.RNNCellBase):
         elif _plain_eager():
             mode = _ops.MODE_IDS[self._mode_name()]
             if _differentiated(input, h, c, weights):
-                h_new, c_new = _CellFunction.apply(mode, input, h, c, *weights)
+                h_new, c_new = _ops.cell_train_step(mode, input, h, c, *weights)
             else:
                 h_new, c_new = _ops.cell_forward(mode, input, h, c, *weights)
             c_new = c_new if c is not None else None
@@ -107,47 +107,6 @@ def _differentiated(input, h, c, weights):
     return torch.is_grad_enabled() and (
         input.requires_grad or h.requires_grad or (c is not None and c.requires_grad)
         or any(w is not None and w.requires_grad for w in weights))
-
-
-class _CellFunction(torch.autograd.Function):
-    """A training step: cell_forward_train, and cell_backward (or, when a graph
-    of the backward is wanted, the step recomputed by _reference, differentiated)."""
-
-    @staticmethod
-    def forward(ctx, mode, input, h, c, w_ih, w_hh, b_ih, b_hh):
-        hy, cy, gates, extra = _ops.cell_forward_train(mode, input, h, c, w_ih, w_hh, b_ih, b_hh)
-        ctx.set_materialize_grads(False)
-        ctx.mode, ctx.has_bias = mode, b_ih is not None
-        if mode != _ops.LSTM:
-            ctx.mark_non_differentiable(cy)
-        ctx.save_for_backward(input, h, c, w_ih, w_hh, b_ih, b_hh, gates, extra, hy)
-        return hy, cy
-
-    @staticmethod
-    def backward(ctx, grad_hy, grad_cy):
-        input, h, c, w_ih, w_hh, b_ih, b_hh, gates, extra, hy = ctx.saved_tensors
-        grad_cy = grad_cy if ctx.mode == _ops.LSTM else None
-        need = ctx.needs_input_grad
-        if _autograd._graph_of_backward_wanted((input, h, c, w_ih, w_hh, b_ih, b_hh, grad_hy,
-                                                grad_cy)):
-            def forward(a):
-                _, hy, cy = _reference.layer(ctx.mode, a[1].unsqueeze(0), None, a[2], a[3], a[4],
-                                             a[5], a[6], a[7], None, False)
-                return hy, cy
-
-            args = dict(enumerate((input, h, c, w_ih, w_hh, b_ih, b_hh), start=1))
-            return _autograd.recomputed_gradients(forward, args, need, (grad_hy, grad_cy))
-        mask = [need[1], need[2] or need[3], need[4] or need[5],
-                ctx.has_bias and (need[6] or need[7])]
-        result = [None] * 8
-        if not any(mask):
-            return tuple(result)
-        grads = _ops.cell_backward(ctx.mode, input, h, w_ih, w_hh, gates, extra, hy, grad_hy,
-                                   grad_cy, mask)
-        for i, g in enumerate(grads, start=1):
-            if need[i]:
-                result[i] = g
-        return tuple(result)
 
 
 def _short(dtype):
