@@ -73,6 +73,9 @@ def test_cell_gradcheck(name):
         return torch.func.functional_call(ours, weights, (x, state))
 
     assert torch.autograd.gradcheck(f, (x, *as_list(hx), *params))
+    # Second order through the cell's C++ autograd node (its recomputed step),
+    # every output, the LSTM's c included.
+    assert torch.autograd.gradgradcheck(f, (x, *as_list(hx), *params))
 
 
 @pytest.mark.parametrize("mode,cell_name", [("RNN_TANH", "RNNCell-tanh"),
