@@ -20,7 +20,9 @@ use ("% peak"): independent FMA chains on every thread, measured in the same run
 (before and after, the higher counts), by the same kernels' probe. Rows of
 batch <= 8 also give "% bw bound": the time to read the recurrent weights once
 per step (twice with backward) at the rate the threads read a buffer of that
-size from their caches (measured in the same run), over rnnkern's time.
+size from their caches (measured in the same run), over rnnkern's time; and,
+forward, "step / bound": the time of one more step (rnnkern over 3T steps less
+over T, per step: no per-call costs) over that bound's step.
 --cpu-capability default|avx2|avx512 runs rnnkern's kernels for a lower
 instruction set than the CPU's best (as RNNKERN_CPU_CAPABILITY does).
 
@@ -58,6 +60,7 @@ import torch
 
 import bench_cases as cases
 import bench_report as report
+import bench_steps as steps
 import bench_timing as timing
 import rnnkern
 
@@ -312,6 +315,8 @@ def main(argv=None):
     peak = max(peaks) if args.device == "cpu" else None
     add_percentages(rows, max(gemm_rates), peak)
     bandwidths = add_bandwidth_bounds(rows, grid, args)
+    if args.device == "cpu" and "forward" in args.phases:
+        steps.add_step_times(rows, grid, DTYPES[args.dtype], repeats, SMALL_BATCH)
     info = describe_run(args, gemm_rates, peaks, repeats, min_time)
     info["read_gbps_by_bytes"] = bandwidths
     print(report.format_text_table(rows, info))

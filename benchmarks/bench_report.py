@@ -4,8 +4,9 @@ import os
 from typing import Dict, List
 
 COLUMNS = ["case", "phase", "baseline", "rnnkern ms", "baseline ms", "speed-up", "GFLOP/s",
-           "% GEMM", "% peak", "% bw bound"]
-NUMERIC = {"rnnkern ms", "baseline ms", "speed-up", "GFLOP/s", "% GEMM", "% peak", "% bw bound"}
+           "% GEMM", "% peak", "% bw bound", "step / bound"]
+NUMERIC = {"rnnkern ms", "baseline ms", "speed-up", "GFLOP/s", "% GEMM", "% peak", "% bw bound",
+           "step / bound"}
 
 
 def summary_line(info: Dict) -> str:
@@ -30,7 +31,9 @@ def table_cells(rows: List[Dict]) -> List[List[str]]:
                       f"{r['rnnkern_gflops']:.1f}", f"{r['gemm_percent']:.0f}%",
                       "-" if r.get("peak_percent") is None else f"{r['peak_percent']:.0f}%",
                       "-" if r.get("bandwidth_percent") is None
-                      else f"{r['bandwidth_percent']:.0f}%"])
+                      else f"{r['bandwidth_percent']:.0f}%",
+                      "-" if r.get("step_over_bound") is None
+                      else f"{r['step_over_bound']:.1f}x"])
         previous_case, previous_phase = r["case"], r["phase"]
     return cells
 
