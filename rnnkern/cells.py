@@ -41,8 +41,18 @@ class _FusedCell(nn.RNNCellBase):
                     f"{self.hidden_size}")
 
     def _step(self, input, h, c, kind):
-        self._check_input_and_state(input, [h] if c is None else [h, c])
         weights = self._weights()
+        # The common step, checked in as few Python operations as can check it:
+        # shapes and dtypes as torch.nn wants them, no autocast, plain eager, no
+        # ONNX export. Anything else takes the full path below (the same
+        # results, or torch.nn's errors).
+        if (input.dtype is weights[0].dtype and input.dtype in _ops.SUPPORTED_DTYPES
+                and input.shape[1] == self.input_size and h.shape[0] == input.shape[0]
+                and h.shape[1] == self.hidden_size and (c is None or c.shape == h.shape)
+                and not torch._C._is_any_autocast_enabled() and _plain_eager()
+                and not _onnx.exporting()):
+            return self._eager_step(input, h, c, weights)
+        self._check_input_and_state(input, [h] if c is None else [h, c])
         low = _autocast.autocast_dtype(input)
         if low is not None:
             input, h, c, *weights = _autocast.cast([input, h, c, *weights], low)
@@ -58,12 +68,7 @@ class _FusedCell(nn.RNNCellBase):
                 [[w for w in weights if w is not None]], 1, False, 0.0, False, self.hidden_size)
             h_new, c_new = h_new[0], (c_new[0] if c_new is not None else None)
         elif _plain_eager():
-            mode = _ops.MODE_IDS[self._mode_name()]
-            if _differentiated(input, h, c, weights):
-                h_new, c_new = _ops.cell_train_step(mode, input, h, c, *weights)
-            else:
-                h_new, c_new = _ops.cell_forward(mode, input, h, c, *weights)
-            c_new = c_new if c is not None else None
+            h_new, c_new = self._eager_step(input, h, c, weights)
         else:
             _, h_new, c_new = rnn_layer(self._mode_name(), input.unsqueeze(0), h, c, *weights)
         if low is not None:
@@ -71,6 +76,15 @@ class _FusedCell(nn.RNNCellBase):
             h_new = h_new.to(out_dtype)
             c_new = c_new.to(c_dtype) if c_new is not None else None
         return h_new, c_new
+
+    def _eager_step(self, input, h, c, weights):
+        """One op call: cell_train_step where something differentiates the step."""
+        mode = _ops.MODE_IDS[self._mode_name()]
+        if _differentiated(input, h, c, weights):
+            h_new, c_new = _ops.cell_train_step(mode, input, h, c, *weights)
+        else:
+            h_new, c_new = _ops.cell_forward(mode, input, h, c, *weights)
+        return h_new, (c_new if c is not None else None)
 
     def _weights(self):
         # From the parameter dict: a module attribute lookup per parameter costs
