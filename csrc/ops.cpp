@@ -138,16 +138,23 @@ void not_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
   const std::string& name = op.schema().name();
   const char* instead = name.find("stack_") != std::string::npos ? "rnnkern.functional.rnn_stack"
                                                                   : "the cell modules";
-  const size_t args = op.schema().arguments().size();
   const bool grad = at::GradMode::is_enabled();
-  for (size_t i = stack->size() - args; i < stack->size(); ++i) {
-    const c10::IValue& v = (*stack)[i];
-    if (!v.isTensor() || !v.toTensor().defined()) continue;
+  auto check = [&](const c10::IValue& v) {
+    if (!v.isTensor() || !v.toTensor().defined()) return;
     const at::Tensor& t = v.toTensor();
     TORCH_CHECK(!(grad && t.requires_grad()) && !t._fw_grad(/*level=*/0).defined(),
                 name, " is not differentiable: differentiate ", instead,
                 " instead (its backward gives a differentiable gradient when a graph is "
                 "requested)");
+  };
+  const size_t args = op.schema().arguments().size();
+  for (size_t i = stack->size() - args; i < stack->size(); ++i) {
+    const c10::IValue& v = (*stack)[i];
+    if (v.isList()) {  // the stack ops' weights and saved state
+      for (const c10::IValue& e : v.toListRef()) check(e);
+    } else {
+      check(v);
+    }
   }
   at::AutoDispatchBelowADInplaceOrView below;
   op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);

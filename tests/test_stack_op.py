@@ -236,6 +236,13 @@ def test_direct_call_refuses_to_be_differentiated():
     args[1] = args[1].requires_grad_()
     with pytest.raises(RuntimeError, match="rnnkern::stack_forward is not differentiable"):
         _ops.stack_forward(*args)
+    # A weight in the list that requires grad counts as much as the input.
+    args = list(_stack_args("GRU"))
+    args[5] = [w.requires_grad_() if i == 1 else w for i, w in enumerate(args[5])]
+    with pytest.raises(RuntimeError, match="rnnkern::stack_forward is not differentiable"):
+        _ops.stack_forward(*args)
+    with torch.no_grad():
+        _ops.stack_forward(*args)
 
 
 @pytest.mark.parametrize("change,message", [
