@@ -4,9 +4,10 @@ In eager mode a step is one call of a cell operator: ``cell_forward`` (two
 GEMMs and the fused pointwise step, nothing saved) when nothing differentiates
 it (inference, or frozen weights and inputs), else ``cell_train_step``, an
 autograd node in C++ whose forward is ``cell_forward_train`` and backward
-``cell_backward`` (double backward by a differentiable recomputation). Under forward-mode AD, functorch transforms and torch.compile
-a step is the fused layer operator on a one-step sequence, with its jvp and
-vmap. All compute with the same kernels as the full modules.
+``cell_backward`` (double backward by a differentiable recomputation). Under
+forward-mode AD, functorch transforms and torch.compile a step is the fused
+layer operator on a one-step sequence, with its jvp and vmap. All compute with
+the same kernels as the full modules.
 Parameters, init, ``repr`` and ``state_dict`` come from ``torch.nn.RNNCellBase``.
 """
 import torch
