@@ -16,6 +16,8 @@
 #include <tuple>
 #include <vector>
 
+#include "core/cell_math.h"
+
 namespace rnnkern {
 namespace {
 
@@ -24,8 +26,9 @@ using OptTensor = std::optional<Tensor>;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Mode ids, as ops.cpp's schemas number them.
-constexpr int64_t kRnnTanh = 0, kRnnRelu = 1, kLstm = 2;
+constexpr int64_t kRnnTanh = static_cast<int64_t>(Mode::RNN_TANH);
+constexpr int64_t kRnnRelu = static_cast<int64_t>(Mode::RNN_RELU);
+constexpr int64_t kLstm = static_cast<int64_t>(Mode::LSTM);
 
 OptTensor present(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
