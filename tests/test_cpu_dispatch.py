@@ -100,10 +100,12 @@ def test_setting_an_unsupported_capability_is_an_error():
 # limit (8), columns around the panel widths (8, 16, 32), K around the K blocks;
 # K of 1-8 with a transposed A (weight gradients of a few rows), on one thread
 # and split over threads; fewer than 64 rows times a weight of 32K+ elements
-# (packed on the fly when transposed, else BLAS).
+# (packed on the fly when transposed, else BLAS); with a packed op(B) wide
+# enough that a row block of C kept in L2 has only a few strips.
 GEMM_SHAPES = [(1, 5, 3), (8, 33, 17), (9, 31, 129), (13, 64, 200), (14, 32, 1), (15, 100, 257),
                (29, 7, 64), (64, 96, 513), (170, 65, 300), (600, 40, 33), (37, 1030, 70),
-               (32, 257, 128), (256, 77, 5), (1030, 260, 8), (300, 1000, 9)]
+               (32, 257, 128), (256, 77, 5), (1030, 260, 8), (300, 1000, 9),
+               (200, 3000, 260)]
 
 
 @pytest.mark.parametrize("m,n,k", GEMM_SHAPES)

@@ -101,28 +101,40 @@ void scale(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
 constexpr int64_t kMinRowsToPackOnce = 64;
 constexpr int64_t kMinTransposedToPack = 32 * 1024;
 
+// Starts C from the bias row: C = bias + beta C, for the paths that do not
+// add it themselves.
+void start_from_bias(int64_t m, int64_t n, const float* bias, float beta, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) row[j] = beta == 0.f ? bias[j] : bias[j] + beta * row[j];
+  }
+}
+
+// C = alpha op(A) op(B) + beta C (+ bias[n] on every row, where not null: the
+// packed kernel adds it as it stores C, the other paths start C from it).
 void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
-                bool cacheable) {
+                bool cacheable, const float* bias = nullptr) {
   if (m == 0 || n == 0) return;
-  if (k == 0) return scale(m, n, beta, c, ldc);
   const KernelTable& kt = kernels();
-  if (!ta && m <= kSmallGemmMaxRows) {
-    kt.f32.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
+  const bool small_rows = !ta && m <= kSmallGemmMaxRows;
+  const bool rank_update = ta && !tb && k <= kSmallGemmMaxRows;  // a weight gradient of a few rows
+  const float* packed =
+      small_rows || rank_update || !cacheable ? nullptr : cached_packing(kt, b, ldb, tb, k, n);
+  // Packing op(B) for one product of few rows costs about as much as the
+  // product (a cell's step, a short sequence): BLAS does it in place.
+  const bool blas = !small_rows && !rank_update && packed == nullptr && m < kMinRowsToPackOnce &&
+                    !(tb && n * k >= kMinTransposedToPack);
+  if (bias != nullptr && (small_rows || rank_update || blas || k == 0)) {
+    start_from_bias(m, n, bias, beta, c, ldc);
+    beta = 1.f;
+    bias = nullptr;
   }
-  if (ta && !tb && k <= kSmallGemmMaxRows) {  // a weight gradient of a few rows
-    kt.f32.rank_update(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-  const float* packed = cacheable ? cached_packing(kt, b, ldb, tb, k, n) : nullptr;
-  if (packed == nullptr && m < kMinRowsToPackOnce && !(tb && n * k >= kMinTransposedToPack)) {
-    // Packing op(B) for one product of few rows costs about as much as the
-    // product (a cell's step, a short sequence): BLAS does it in place.
-    blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }
-  kt.gemm(GemmArgs{m, n, k, a, lda, ta, b, ldb, tb, packed, alpha, beta, c, ldc});
+  if (k == 0) return scale(m, n, beta, c, ldc);
+  if (small_rows) return kt.f32.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (rank_update) return kt.f32.rank_update(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (blas) return blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  kt.gemm(GemmArgs{m, n, k, a, lda, ta, b, ldb, tb, packed, alpha, beta, c, ldc, bias});
 }
 
 }  // namespace
@@ -135,6 +147,11 @@ PackedWeightScope::~PackedWeightScope() { open_scopes.pop_back(); }
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
           int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   float_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, true);
+}
+
+void input_gemm(int64_t m, int64_t n, int64_t k, const float* x, const float* w,
+                const float* bias, float* out) {
+  float_gemm(false, true, m, n, k, 1.f, x, k, w, k, 0.f, out, n, true, bias);
 }
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,

@@ -30,6 +30,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
           const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
           int64_t ldc);
+// out[m, n] = x[m, k] w[n, k]^T + bias[n] (bias may be null), as gemm() would
+// with out starting from the bias, without writing it there first.
+void input_gemm(int64_t m, int64_t n, int64_t k, const float* x, const float* w,
+                const float* bias, float* out);
 
 // bfloat16 and half: through ATen (no BLAS entry point is exported for them).
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c10::BFloat16 alpha,

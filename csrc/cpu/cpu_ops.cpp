@@ -138,11 +138,18 @@ struct Backend {
   static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih,
                                      const at::Tensor& bias) {
     const int64_t N = x.size(0), I = x.size(1), GH = w_ih.size(0);
+    const at::Tensor w = w_ih.contiguous();
+    if (x.scalar_type() == at::kFloat) {  // the GEMM adds the bias as it stores
+      at::Tensor out = at::empty({N, GH}, x.options());
+      const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
+      input_gemm(N, GH, I, x.data_ptr<float>(), w.data_ptr<float>(),
+                 b.defined() ? b.data_ptr<float>() : nullptr, out.data_ptr<float>());
+      return out;
+    }
     // clone, not contiguous: a one-row expand is the bias itself, which the GEMM
     // would then overwrite.
     at::Tensor out = bias.defined() ? bias.expand({N, GH}).clone(at::MemoryFormat::Contiguous)
                                     : at::empty({N, GH}, x.options());
-    const at::Tensor w = w_ih.contiguous();
     RNNKERN_DISPATCH_TYPES(x.scalar_type(), "rnnkern_input_projection", [&] {
       gemm(false, true, N, GH, I, scalar_t(1), x.data_ptr<scalar_t>(), I, w.data_ptr<scalar_t>(),
            I, scalar_t(bias.defined() ? 1 : 0), out.data_ptr<scalar_t>(), GH);

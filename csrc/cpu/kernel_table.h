@@ -39,6 +39,7 @@ struct GemmArgs {
   float alpha, beta;
   float* c;
   int64_t ldc;
+  const float* bias = nullptr;  // [n], added to every row of C, or null
 };
 
 // The kernels of one element type T.

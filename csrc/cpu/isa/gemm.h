@@ -1,13 +1,13 @@
-// The float GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, blocked GotoBLAS-
-// style for this capability's registers and caches. Serves every float GEMM of
+// The float GEMM: C[M,N] = alpha * op(A) op(B) + beta * C (+ a bias row),
+// blocked GotoBLAS-style for this capability's registers and caches. Serves every float GEMM of
 // the CPU backend with more than a few rows: the per-step recurrent products
 // (op(B) = a weight, packed once per op call), the input projection of all
 // steps, and the backward's weight and input gradients (K = all the steps' rows).
 //
 // op(B) is packed into panels of kNR columns (two vectors): a panel is K rows
 // of kNR contiguous values, so the micro-kernel reads it as a stream. op(A) is
-// packed per block into strips of at most kMaxMR rows, K-major, so a transposed
-// A costs nothing extra. The micro-kernel keeps an MR x kNR block of C in
+// packed per block into strips of at most kMaxMR rows, K-major (a transposed A
+// row by row of A, each row dealt out to the strips). The micro-kernel keeps an MR x kNR block of C in
 // 2 * MR vector registers and broadcasts one value of A per row and step of K.
 #pragma once
 
@@ -25,6 +25,8 @@ constexpr int kMaxMR = RK_VEC_BYTES == 64 ? 14 : 6;
 constexpr int64_t kKC = RK_VEC_BYTES == 64 ? 128 : 256;
 // Rows per packed A block (kMC x kKC floats: ~130-170 KB, in L2).
 constexpr int64_t kMC = 168;
+// The part of C a row block may have when every K block runs on it in turn.
+constexpr int64_t kCBlockBytes = 384 * 1024;
 // Panels per block of op(B) packed at a time, when it is not pre-packed.
 constexpr int64_t kNCPanels = 32;
 // Products below this many multiply-adds run on one thread.
@@ -56,19 +58,14 @@ void pack_b(const float* b, int64_t ldb, bool trans_b, int64_t k, int64_t n, flo
   });
 }
 
-// Rows [i0, i0 + rows) and columns [k0, k0 + kc) of op(A) into out[kc][rows].
+// Rows [i0, i0 + rows) and columns [k0, k0 + kc) of A (not transposed) into
+// out[kc][rows].
 void pack_strip(const GemmArgs& g, int64_t i0, int64_t rows, int64_t k0, int64_t kc, float* out) {
-  if (g.trans_a) {  // op(A)'s rows are columns of A: each step of K is contiguous
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = g.a + (k0 + p) * g.lda + i0;
-      for (int64_t i = 0; i < rows; ++i) out[p * rows + i] = src[i];
-    }
-  } else {
-    transpose_into(g.a + i0 * g.lda + k0, g.lda, rows, kc, out, rows);
-  }
+  transpose_into(g.a + i0 * g.lda + k0, g.lda, rows, kc, out, rows);
 }
 
-RK_INLINE void store_row(float* row, VecF lo, VecF hi, float alpha, float beta) {
+RK_INLINE void store_row(float* row, VecF lo, VecF hi, float alpha, float beta,
+                         const float* bias) {
   if (alpha != 1.f) {
     lo = vmul(lo, vset1(alpha));
     hi = vmul(hi, vset1(alpha));
@@ -77,14 +74,19 @@ RK_INLINE void store_row(float* row, VecF lo, VecF hi, float alpha, float beta) 
     lo = vfma(vset1(beta), vload(row), lo);
     hi = vfma(vset1(beta), vload(row + kVecFloats), hi);
   }
+  if (bias != nullptr) {
+    lo = vadd(lo, vload(bias));
+    hi = vadd(hi, vload(bias + kVecFloats));
+  }
   vstore(row, lo);
   vstore(row + kVecFloats, hi);
 }
 
-// C[MR, cols] = alpha * a[kc][MR] b[kc][kNR] + beta * C.
+// C[MR, cols] = alpha * a[kc][MR] b[kc][kNR] + beta * C (+ bias[cols] on
+// every row, where not null).
 template <int MR>
 void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                  int64_t cols, float alpha, float beta) {
+                  int64_t cols, float alpha, float beta, const float* bias) {
   VecF lo[MR], hi[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
@@ -107,7 +109,7 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
   }
   if (cols == kNR) {
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) store_row(c + i * ldc, lo[i], hi[i], alpha, beta);
+    for (int i = 0; i < MR; ++i) store_row(c + i * ldc, lo[i], hi[i], alpha, beta, bias);
     return;
   }
   for (int i = 0; i < MR; ++i) {  // the last, partial panel
@@ -116,13 +118,14 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
     vstore(tmp + kVecFloats, hi[i]);
     float* row = c + i * ldc;
     for (int64_t j = 0; j < cols; ++j) {
-      row[j] = beta == 0.f ? alpha * tmp[j] : alpha * tmp[j] + beta * row[j];
+      const float v = beta == 0.f ? alpha * tmp[j] : alpha * tmp[j] + beta * row[j];
+      row[j] = bias != nullptr ? v + bias[j] : v;
     }
   }
 }
 
 using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, float,
-                             float);
+                             float, const float*);
 template <int... I>
 constexpr std::array<MicroKernel, sizeof...(I)> micro_kernels(std::integer_sequence<int, I...>) {
   return {&micro_kernel<I + 1>...};
@@ -139,16 +142,73 @@ struct Strips {
   int64_t start(int64_t s) const { return s * base + std::min(s, extra); }
 };
 
+// Packs the A block [ic, ic + rows) x [k0, k0 + kc), then runs it against
+// panels [j0, j1) of op(B) for that K block.
+void block_product(const GemmArgs& g, int64_t ic, int64_t rows_in_block, int64_t k0, int64_t kc,
+                   int64_t j0, int64_t j1, const float* b_block, float* a_block) {
+  const float beta = k0 == 0 ? g.beta : 1.f;  // later K blocks add to C
+  const float* bias = k0 == 0 ? g.bias : nullptr;  // and the first adds the bias
+  const Strips strips(rows_in_block);
+  float* a = a_block;
+  if (g.trans_a) {
+    // op(A)'s rows are columns of A: walk A's rows once, each a contiguous run
+    // of the block's columns, and deal it out to the strips. (Strip by strip,
+    // every strip would reread the same rows, which lie a row stride apart
+    // and, at strides of 4 KB multiples, evict each other from L1.)
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = g.a + (k0 + p) * g.lda + ic;
+      float* dst = a_block;
+      for (int64_t s = 0; s < strips.count; ++s) {
+        const int64_t rows = strips.rows(s);
+        std::memcpy(dst + p * rows, src + strips.start(s), rows * sizeof(float));
+        dst += rows * kc;
+      }
+    }
+  } else {
+    for (int64_t s = 0; s < strips.count; ++s) {
+      pack_strip(g, ic + strips.start(s), strips.rows(s), k0, kc, a);
+      a += strips.rows(s) * kc;
+    }
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* panel = b_block != nullptr ? b_block + (j - j0) * kc * kNR
+                                            : g.packed_b + (j * g.k + k0) * kNR;
+    const int64_t cols = std::min(kNR, g.n - j * kNR);
+    a = a_block;
+    for (int64_t s = 0; s < strips.count; ++s) {
+      const int64_t rows = strips.rows(s);
+      kMicro[rows - 1](kc, a, panel, g.c + (ic + strips.start(s)) * g.ldc + j * kNR, g.ldc, cols,
+                       g.alpha, beta, bias != nullptr ? bias + j * kNR : nullptr);
+      a += rows * kc;
+    }
+  }
+}
+
 // Rows [m0, m1) x panels [j0, j1) of C, on this thread.
 void gemm_tile(const GemmArgs& g, int64_t m0, int64_t m1, int64_t j0, int64_t j1) {
   if (m0 >= m1 || j0 >= j1) return;
   float* a_block = thread_scratch(0, kMC * kKC);
+  if (g.packed_b != nullptr && g.k > kKC) {
+    // op(B) is packed whole: run every K block of a row block before the next,
+    // so that block of C stays in L2 between them instead of streaming all of
+    // C through memory once per K block (an input projection: thousands of
+    // rows by a weight). The block's rows keep C's part under kCBlockBytes.
+    const int64_t cols = (j1 - j0) * kNR;
+    const int64_t mc = std::max<int64_t>(
+        kMaxMR, std::min<int64_t>(kMC, kCBlockBytes / (4 * cols) / kMaxMR * kMaxMR));
+    for (int64_t ic = m0; ic < m1; ic += mc) {
+      for (int64_t k0 = 0; k0 < g.k; k0 += kKC) {
+        block_product(g, ic, std::min(mc, m1 - ic), k0, std::min(kKC, g.k - k0), j0, j1, nullptr,
+                      a_block);
+      }
+    }
+    return;
+  }
   float* b_block = g.packed_b != nullptr ? nullptr : thread_scratch(1, kNCPanels * kKC * kNR);
   for (int64_t jc = j0; jc < j1; jc += kNCPanels) {
     const int64_t jn = std::min(j1, jc + kNCPanels);
     for (int64_t k0 = 0; k0 < g.k; k0 += kKC) {
       const int64_t kc = std::min(kKC, g.k - k0);
-      const float beta = k0 == 0 ? g.beta : 1.f;  // later K blocks add to C
       if (b_block != nullptr) {
         for (int64_t j = jc; j < jn; ++j) {
           pack_panel(g.b, g.ldb, g.trans_b, k0, kc, j * kNR, std::min(kNR, g.n - j * kNR),
@@ -156,24 +216,7 @@ void gemm_tile(const GemmArgs& g, int64_t m0, int64_t m1, int64_t j0, int64_t j1
         }
       }
       for (int64_t ic = m0; ic < m1; ic += kMC) {
-        const Strips strips(std::min(kMC, m1 - ic));
-        float* a = a_block;
-        for (int64_t s = 0; s < strips.count; ++s) {
-          pack_strip(g, ic + strips.start(s), strips.rows(s), k0, kc, a);
-          a += strips.rows(s) * kc;
-        }
-        for (int64_t j = jc; j < jn; ++j) {
-          const float* panel = b_block != nullptr ? b_block + (j - jc) * kc * kNR
-                                                  : g.packed_b + (j * g.k + k0) * kNR;
-          const int64_t cols = std::min(kNR, g.n - j * kNR);
-          a = a_block;
-          for (int64_t s = 0; s < strips.count; ++s) {
-            const int64_t rows = strips.rows(s);
-            kMicro[rows - 1](kc, a, panel, g.c + (ic + strips.start(s)) * g.ldc + j * kNR, g.ldc,
-                             cols, g.alpha, beta);
-            a += rows * kc;
-          }
-        }
+        block_product(g, ic, std::min(kMC, m1 - ic), k0, kc, jc, jn, b_block, a_block);
       }
     }
   }
