@@ -82,11 +82,19 @@ RK_INLINE void store_row(float* row, VecF lo, VecF hi, float alpha, float beta,
   vstore(row + kVecFloats, hi);
 }
 
-// C[MR, cols] = alpha * a[kc][MR] b[kc][kNR] + beta * C (+ bias[cols] on
-// every row, where not null).
+// How a micro-kernel stores its block. Passed by reference: as float
+// arguments alpha and beta would hold two vector registers through the K loop,
+// which the AVX2 kernel (12 accumulators, 2 panel vectors, 1 broadcast of 16)
+// needs; it then kept a panel vector on the stack.
+struct StoreArgs {
+  float alpha, beta;
+  const float* bias;  // bias[cols] on every row, or null
+};
+
+// C[MR, cols] = alpha * a[kc][MR] b[kc][kNR] + beta * C (+ bias).
 template <int MR>
 void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                  int64_t cols, float alpha, float beta, const float* bias) {
+                  int64_t cols, const StoreArgs& st) {
   VecF lo[MR], hi[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
@@ -107,6 +115,8 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
     a += MR;
     b += kNR;
   }
+  const float alpha = st.alpha, beta = st.beta;
+  const float* bias = st.bias;
   if (cols == kNR) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) store_row(c + i * ldc, lo[i], hi[i], alpha, beta, bias);
@@ -124,8 +134,8 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
   }
 }
 
-using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, float,
-                             float, const float*);
+using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t,
+                             const StoreArgs&);
 template <int... I>
 constexpr std::array<MicroKernel, sizeof...(I)> micro_kernels(std::integer_sequence<int, I...>) {
   return {&micro_kernel<I + 1>...};
@@ -142,12 +152,21 @@ struct Strips {
   int64_t start(int64_t s) const { return s * base + std::min(s, extra); }
 };
 
+// to[0, n) = from[0, n) for n in 1..kMaxMR, as a copy of constant length (a
+// few moves; a memcpy call or a loop costs more for so few floats).
+constexpr auto kRunLengths = std::make_integer_sequence<int, kMaxMR>{};
+template <int... L>
+RK_INLINE void copy_run(float* to, const float* from, int64_t n, std::integer_sequence<int, L...>) {
+  (void)((n == L + 1 ? (std::memcpy(to, from, (L + 1) * sizeof(float)), true) : false) || ...);
+}
+
 // Packs the A block [ic, ic + rows) x [k0, k0 + kc), then runs it against
 // panels [j0, j1) of op(B) for that K block.
 void block_product(const GemmArgs& g, int64_t ic, int64_t rows_in_block, int64_t k0, int64_t kc,
                    int64_t j0, int64_t j1, const float* b_block, float* a_block) {
-  const float beta = k0 == 0 ? g.beta : 1.f;  // later K blocks add to C
-  const float* bias = k0 == 0 ? g.bias : nullptr;  // and the first adds the bias
+  // Later K blocks add to C; the first adds the bias.
+  const float beta = k0 == 0 ? g.beta : 1.f;
+  const float* bias = k0 == 0 ? g.bias : nullptr;
   const Strips strips(rows_in_block);
   float* a = a_block;
   if (g.trans_a) {
@@ -160,7 +179,7 @@ void block_product(const GemmArgs& g, int64_t ic, int64_t rows_in_block, int64_t
       float* dst = a_block;
       for (int64_t s = 0; s < strips.count; ++s) {
         const int64_t rows = strips.rows(s);
-        std::memcpy(dst + p * rows, src + strips.start(s), rows * sizeof(float));
+        copy_run(dst + p * rows, src + strips.start(s), rows, kRunLengths);
         dst += rows * kc;
       }
     }
@@ -174,11 +193,12 @@ void block_product(const GemmArgs& g, int64_t ic, int64_t rows_in_block, int64_t
     const float* panel = b_block != nullptr ? b_block + (j - j0) * kc * kNR
                                             : g.packed_b + (j * g.k + k0) * kNR;
     const int64_t cols = std::min(kNR, g.n - j * kNR);
+    const StoreArgs st{g.alpha, beta, bias != nullptr ? bias + j * kNR : nullptr};
     a = a_block;
     for (int64_t s = 0; s < strips.count; ++s) {
       const int64_t rows = strips.rows(s);
       kMicro[rows - 1](kc, a, panel, g.c + (ic + strips.start(s)) * g.ldc + j * kNR, g.ldc, cols,
-                       g.alpha, beta, bias != nullptr ? bias + j * kNR : nullptr);
+                       st);
       a += rows * kc;
     }
   }
