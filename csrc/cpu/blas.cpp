@@ -11,6 +11,8 @@
 
 #include <dlfcn.h>
 
+
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -100,6 +102,8 @@ void scale(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
 // packing + our GEMM at 9-63 rows on AMD CPUs, AVX2 and AVX-512 alike.
 constexpr int64_t kMinRowsToPackOnce = 64;
 constexpr int64_t kMinTransposedToPack = 32 * 1024;
+// Floats of C per thread above which op(B) is packed whole (see float_gemm).
+constexpr int64_t kMaxStreamedC = 128 * 1024;
 
 // Starts C from the bias row: C = bias + beta C, for the paths that do not
 // add it themselves.
@@ -119,8 +123,9 @@ void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, 
   const KernelTable& kt = kernels();
   const bool small_rows = !ta && m <= kSmallGemmMaxRows;
   const bool rank_update = ta && !tb && k <= kSmallGemmMaxRows;  // a weight gradient of a few rows
-  const float* packed =
-      small_rows || rank_update || !cacheable ? nullptr : cached_packing(kt, b, ldb, tb, k, n);
+  const float* packed = small_rows || rank_update || !cacheable || k == 0
+                           ? nullptr
+                           : cached_packing(kt, b, ldb, tb, k, n);
   // Packing op(B) for one product of few rows costs about as much as the
   // product (a cell's step, a short sequence): BLAS does it in place.
   const bool blas = !small_rows && !rank_update && packed == nullptr && m < kMinRowsToPackOnce &&
@@ -134,6 +139,18 @@ void float_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, 
   if (small_rows) return kt.f32.small_gemm(tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (rank_update) return kt.f32.rank_update(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (blas) return blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  AlignedFloats whole;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (packed == nullptr && k > kt.k_block && m * n / threads > kMaxStreamedC) {
+    // Several K blocks and more of C per thread than its L2 keeps (the
+    // backward's input gradient: thousands of rows): unpacked, op(B) is
+    // packed a K block at a time and each K block sweeps C through memory;
+    // packed whole, the kernel runs every K block of a row block of C while
+    // that block is in L2.
+    whole.reset(kt.packed_size(k, n));
+    kt.pack_b(b, ldb, tb, k, n, whole.data);
+    packed = whole.data;
+  }
   kt.gemm(GemmArgs{m, n, k, a, lda, ta, b, ldb, tb, packed, alpha, beta, c, ldc, bias});
 }
 

@@ -68,6 +68,7 @@ struct KernelTable {
   // The float GEMM: columns per packed panel, the size of op(B) [K,N] packed,
   // packing, and the product.
   int64_t panel_cols;
+  int64_t k_block;  // the GEMM's K per block (kKC)
   int64_t (*packed_size)(int64_t k, int64_t n);
   void (*pack_b)(const float* b, int64_t ldb, bool trans_b, int64_t k, int64_t n, float* out);
   void (*gemm)(const GemmArgs&);

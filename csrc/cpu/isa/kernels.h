@@ -39,6 +39,7 @@ constexpr TypedKernels<T> typed_kernels() {
 const KernelTable* table() {
   static const KernelTable t{RK_ISA_NAME,
                              kNR,
+                             kKC,
                              &packed_size,
                              &pack_b,
                              &gemm,
