@@ -169,8 +169,7 @@ struct Backend {
   static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                 const BackwardBuffers<T>& buf) {
     if constexpr (std::is_floating_point<T>::value) {
-      return buf.w_hr == nullptr &&
-             typed<T>(kernels()).small_batch_backward(dims, seq, reverse, buf);
+      return typed<T>(kernels()).small_batch_backward(dims, seq, reverse, buf);
     }
     return false;
   }

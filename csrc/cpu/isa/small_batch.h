@@ -6,11 +6,12 @@
 // step on them; in backward it runs their pointwise step and then their columns
 // of dh' = dgates W_hh. A thread therefore reads the same slice of W_hh at every
 // step, which stays in its core's cache for the whole sequence, and the threads
-// meet once per step at a spinning barrier (spin_barrier.h). In float, the
-// forward keeps its slice transposed for broadcast-FMAs (resident.h). At small batches the per-step GEMM + parallel
+// meet once per step at a spinning barrier (spin_barrier.h; twice with an LSTM
+// projection). In float, the forward keeps its slice transposed for
+// broadcast-FMAs (resident.h). At small batches the per-step GEMM + parallel
 // pointwise pass costs more in dispatch, thread wake-ups and weight traffic than
 // in arithmetic. Both entry points return false, having done nothing, where the
-// path does not apply (larger batches, the LSTM projection).
+// path does not apply (larger batches; the projected LSTM's forward in double).
 #pragma once
 
 namespace rnnkern {
@@ -177,39 +178,66 @@ struct NoBackwardHooks {
 
 // hooks.before(s, rows, off) runs first in step s, hooks.after_gates(...) once
 // the step's gate gradients are written (wavefront.h: wait for the layer
-// above's gradient of this step; hand the layer below its own).
+// above's gradient of this step; hand the layer below its own). With a
+// projection (h = h_raw W_hr^T, R entries) a step has two phases: the own
+// entries of h's total gradient (dh + the output's), then, once all are there,
+// the own units' gradient of h_raw (times the thread's columns of W_hr) and
+// their pointwise step; and the thread's own entries of dh' are a second set
+// of columns, so the next step starts only once every entry is written.
 template <Mode M, typename T, typename Hooks = NoBackwardHooks>
 void backward_thread(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                      const BackwardBuffers<T>& buf, const Share& share,
                      const Hooks& hooks = Hooks{}) {
-  const int64_t H = dims.hidden, GH = gate_count(M) * H;
-  const UnitRange own = share.own;
+  const int64_t H = dims.hidden, R = dims.out, GH = gate_count(M) * H;
+  const bool proj = buf.w_hr != nullptr;
+  const UnitRange own = share.own;  // hidden units: gates, c
+  const UnitRange mine = proj ? units_of(share.tid, share.threads, R) : own;  // entries of h
+  int64_t phase = 0;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = reverse ? s : seq.steps - 1 - s;
     const int64_t rows = seq.sizes[t];
     const int64_t off = seq.offsets[t];
+    const T* grad_out = buf.grad_output ? buf.grad_output + off * R : nullptr;
+    T* dh = buf.dh;
+    hooks.before(s, rows, off);
+    if (proj) {  // back through h = h_raw W_hr^T first
+      T* dh_total = buf.dh_out + off * R;
+      for (int64_t b = 0; b < rows; ++b) {
+#pragma omp simd
+        for (int64_t j = mine.begin; j < mine.end; ++j) {
+          dh_total[b * R + j] = grad_out ? buf.dh[b * R + j] + grad_out[b * R + j]
+                                         : buf.dh[b * R + j];
+        }
+      }
+      share.barrier.arrive_and_wait(share.tid, ++phase);
+      axpy_rows(rows, own.begin, own.end, R, T(1), dh_total, R, buf.w_hr, H, T(0), buf.dh_raw, H);
+      dh = buf.dh_raw;
+      grad_out = nullptr;
+    }
     const BackwardStep<T> step{M,
                                rows,
                                H,
                                buf.gates + off * GH,
                                buf.extra ? buf.extra + off * H : nullptr,
-                               buf.h_prev + off * H,
-                               buf.output + off * H,
-                               buf.grad_output ? buf.grad_output + off * H : nullptr,
-                               buf.dh,
+                               buf.h_prev + off * R,
+                               buf.output + off * R,
+                               grad_out,
+                               dh,
                                buf.dc,
                                buf.dgates + off * GH,
                                buf.dgates_h + off * GH};
-    hooks.before(s, rows, off);
     for (int64_t b = 0; b < rows; ++b) {
 #pragma omp simd
       for (int64_t j = own.begin; j < own.end; ++j) backward_element<M>(step, b, j);
     }
     hooks.after_gates(s, rows, off);
-    share.barrier.arrive_and_wait(share.tid, s + 1);  // dh' needs every unit's gate gradients
-    // Own columns of dh' = dgates_h W_hh (+ the direct part the GRU step left).
-    axpy_rows(rows, own.begin, own.end, GH, T(1), buf.dgates_h + off * GH, GH, buf.w_hh, H,
-              M == Mode::GRU ? T(1) : T(0), buf.dh, H);
+    // dh' needs every unit's gate gradients
+    share.barrier.arrive_and_wait(share.tid, ++phase);
+    // Own entries of dh' = dgates_h W_hh (+ the direct part the GRU step left).
+    axpy_rows(rows, mine.begin, mine.end, GH, T(1), buf.dgates_h + off * GH, GH, buf.w_hh, R,
+              M == Mode::GRU ? T(1) : T(0), buf.dh, R);
+    // With a projection the next step reads every entry of dh'.
+    if (proj) share.barrier.arrive_and_wait(share.tid, ++phase);
   }
 }
 
@@ -250,9 +278,10 @@ bool small_batch_forward(const LayerDims& dims, const SeqLayout& seq, bool rever
 template <typename T>
 bool small_batch_backward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                           const BackwardBuffers<T>& buf) {
-  if (!applies(dims, seq)) return false;
-  const int64_t H = dims.hidden;
-  const int64_t threads = thread_count(gate_count(dims.mode) * H * H, seq.steps);
+  if (seq.batch > kSmallGemmMaxRows || seq.steps == 0) return false;
+  const int64_t H = dims.hidden, R = dims.out;
+  const int64_t threads = thread_count(
+      gate_count(dims.mode) * H * R + (buf.w_hr != nullptr ? R * H : 0), seq.steps);
   dispatch_mode(dims.mode, [&](auto mode) {
     run_threads(threads, H, [&](const Share& share) {
       backward_thread<decltype(mode)::value>(dims, seq, reverse, buf, share);
