@@ -217,3 +217,65 @@ def test_bidirectional_forward_runs_both_directions_in_one_grid(mode, packed, dt
     expected = torch.ops.rnnkern.layer_forward_bidirectional(*args)
     for want, have in zip(expected, got):
         compare(want, have, dtype)
+
+
+def _bidirectional_backward_args(mode, packed, dtype):
+    """layer_backward_bidirectional's arguments for two directions of different
+    weights over one input, from the CPU op's forward."""
+    T, B, I, H = 5, 3, 4, 33
+    first = layer_args(mode, T, B, I, H, packed, 0, dtype, seed=1)
+    second = layer_args(mode, T, B, I, H, packed, 0, dtype, seed=2)
+    mode_id, x, batch_sizes = first[:3]
+    gen = torch.Generator().manual_seed(7)
+    directions = []
+    for d, a in enumerate((first, second)):
+        fwd = torch.ops.rnnkern.layer_forward(mode_id, x, batch_sizes, *a[3:], d == 1, True)
+        grads = [torch.randn(t.shape, generator=gen).to(t.dtype) if t.numel() else None
+                 for t in fwd[:3]]
+        directions.append([a[5], a[6], a[9], fwd[0], *fwd[3:], *grads])
+    return [mode_id, x, batch_sizes, directions[0], directions[1], B, [True, True, True, True]]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("refused", [False, True], ids=["paired", "refused"])
+def test_bidirectional_backward_runs_both_loops_in_one_grid(mode, packed, dtype, refused):
+    # The two directions' backward loops side by side in one launch, then each
+    # one's weight gradients; refused, the waiting loop runs alone first.
+    configure("grid", mode, 33, 3, dtype, sms=6, refuse_pairs=refused)
+    args = _bidirectional_backward_args(mode, packed, dtype)
+    before = SIMT.persistent_launches()
+    got = SIMT.layer_backward_bidirectional(*args)
+    assert SIMT.persistent_launches() - before == (2 if refused else 1)
+    expected = torch.ops.rnnkern.layer_backward_bidirectional(*args)
+    for want, have in zip(expected, got):
+        compare(want, have, dtype)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stack_backward_pairs_each_bidirectional_layer(mode):
+    # A 2-layer bidirectional stack: one launch per layer for its two loops.
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    T, B, I, H, L = 5, 3, 4, 33, 2
+    configure("grid", mode, H, B, torch.float64, sms=6)
+    gen = torch.Generator().manual_seed(3)
+    rand = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64) * 0.5  # noqa: E731
+    weights = []
+    for layer in range(L):
+        for _ in range(2):
+            weights += [rand(G * H, I if layer == 0 else 2 * H), rand(G * H, H), rand(G * H),
+                        rand(G * H), None]
+    cx = rand(2 * L, B, H) if mode == "LSTM" else None
+    args = (_ops.MODE_IDS[mode], rand(T, B, I), None, rand(2 * L, B, H), cx, weights, L, True,
+            0.0, True)
+    output, h_n, c_n, saved = _ops.stack_forward(*args)
+    grads = [rand(*output.shape), rand(*h_n.shape), rand(*c_n.shape) if mode == "LSTM" else None]
+    backward_args = (args[0], args[1], args[2], args[5], output, saved, *grads, *args[6:9], B,
+                     [True, True, True, True])
+    before = SIMT.persistent_launches()
+    got = SIMT.stack_backward(*backward_args)
+    assert SIMT.persistent_launches() - before == L
+    want = _ops.stack_backward(*backward_args)
+    for a, b in zip((*got[:3], *got[3]), (*want[:3], *want[3])):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)

@@ -1,8 +1,10 @@
 // Both directions of one bidirectional layer in one op call. Each direction is
 // layer_op.h's forward or backward; the backend runs the two at once where it
-// can (Backend::both_directions(body) calls body(0) and body(1)): on the CPU each
-// direction on its own core, keeping its own weights in that core's cache, with
-// no synchronisation between them until the layer ends.
+// can (Backend::both_directions(body) calls body(0) and body(1);
+// Backend::both_directions_backward(loop, finish) the backward's time loops and
+// the gradients after them): on the CPU each direction on its own core, keeping
+// its own weights in that core's cache, with no synchronisation between them
+// until the layer ends; on CUDA the two loops in one grid, then the gradients.
 //
 // The arguments of a direction come as one list:
 //   forward:  [hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr]
@@ -71,15 +73,25 @@ TwoDirections layer_backward_bidirectional(int64_t mode, const Tensor& input,
   TORCH_CHECK(forward.size() == 10 && reverse.size() == 10,
               "rnnkern: layer_backward_bidirectional takes 10 arguments per direction");
   BackwardResult results[2];
-  Backend::both_directions([&](int d) {
-    const DirectionArgs& a = d == 0 ? forward : reverse;
-    results[d] = layer_backward<Backend>(
-        mode, input, batch_sizes, required_arg(a, 0, "w_ih"), required_arg(a, 1, "w_hh"),
-        direction_arg(a, 2), required_arg(a, 3, "output"), required_arg(a, 4, "saved_h_prev"),
-        required_arg(a, 5, "saved_gates"), required_arg(a, 6, "saved_extra"),
-        direction_arg(a, 7), direction_arg(a, 8), direction_arg(a, 9), d == 1, batch,
-        output_mask);
-  });
+  BackwardData data[2];
+  // The two loops (paired where the backend can), then each one's gradients.
+  Backend::both_directions_backward(
+      [&](int d) {
+        const DirectionArgs& a = d == 0 ? forward : reverse;
+        const typename Backend::CallScope scope(input, batch_sizes);
+        data[d] = backward_data<Backend>(
+            mode, input, batch_sizes, required_arg(a, 0, "w_ih"), required_arg(a, 1, "w_hh"),
+            direction_arg(a, 2), required_arg(a, 3, "output"),
+            required_arg(a, 4, "saved_h_prev"), required_arg(a, 5, "saved_gates"),
+            required_arg(a, 6, "saved_extra"), direction_arg(a, 7), direction_arg(a, 8),
+            direction_arg(a, 9), d == 1, batch);
+      },
+      [&](int d) {
+        const DirectionArgs& a = d == 0 ? forward : reverse;
+        const typename Backend::CallScope scope(input, batch_sizes);
+        results[d] = finish_backward<Backend>(data[d], input, required_arg(a, 0, "w_ih"),
+                                              output_mask);
+      });
   return {as_vector(results[0]), as_vector(results[1])};
 }
 

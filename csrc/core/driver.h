@@ -135,14 +135,14 @@ struct WavefrontBackwardLayer {
   T* below;  // null for the first layer
 };
 
+// The generic backward loop: per step the backend's pointwise step and GEMMs.
 template <class Backend, typename T>
-void backward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                   const BackwardBuffers<T>& buf) {
+void backward_steps(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                    const BackwardBuffers<T>& buf) {
   const int64_t H = dims.hidden, R = dims.out;
   const int64_t GH = gate_count(dims.mode) * H;
   const bool gru = dims.mode == Mode::GRU;
   const bool proj = buf.w_hr != nullptr;
-  if (Backend::backward_sequence(dims, seq, reverse, buf)) return;
   for (int64_t s = 0; s < seq.steps; ++s) {
     // Walk the steps in the opposite order of the forward pass.
     const int64_t t = reverse ? s : seq.steps - 1 - s;
@@ -173,6 +173,14 @@ void backward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
     // dh' = dgates_h W_hh (+ the direct part the GRU step left in dh).
     Backend::gemm(false, false, rows, R, GH, T(1), buf.dgates_h + off * GH, GH, buf.w_hh, R,
                   gru ? T(1) : T(0), buf.dh, R);
+  }
+}
+
+template <class Backend, typename T>
+void backward_loop(const LayerDims& dims, const SeqLayout& seq, bool reverse,
+                   const BackwardBuffers<T>& buf) {
+  if (!Backend::backward_sequence(dims, seq, reverse, buf)) {
+    backward_steps<Backend, T>(dims, seq, reverse, buf);
   }
 }
 

@@ -55,6 +55,15 @@ struct GenericLoopBackend {
     body(0);
     body(1);
   }
+  // The backward of a bidirectional layer's two directions: loop(d) runs a
+  // direction's time loop, finish(d) then its gradients over all steps.
+  template <typename Loop, typename Finish>
+  static void both_directions_backward(const Loop& loop, const Finish& finish) {
+    both_directions([&](int d) {
+      loop(d);
+      finish(d);
+    });
+  }
   // Two independent tasks, body(0) and body(1): one after the other.
   template <typename F>
   static void concurrently(const F& body) {

@@ -122,4 +122,16 @@ void run_directions(const StackShape& s, const Body& body) {
   }
 }
 
+// A layer's backward: loop(d) the time loop of direction d, finish(d) the
+// gradients that need it (Backend::both_directions_backward).
+template <class Backend, typename Loop, typename Finish>
+void run_directions_backward(const StackShape& s, const Loop& loop, const Finish& finish) {
+  if (s.directions == 2) {
+    Backend::both_directions_backward(loop, finish);
+  } else {
+    loop(0);
+    finish(0);
+  }
+}
+
 }  // namespace rnnkern

@@ -1,7 +1,8 @@
 // A module's whole stack in one op call: every layer and direction, and
 // torch.nn's dropout between layers, forward and backward. Each layer-direction
 // is layer_op.h's; a bidirectional layer's two directions go through
-// Backend::both_directions (on the CPU one core each), as bidirectional_op.h's.
+// Backend::both_directions / both_directions_backward (on the CPU one core
+// each; on CUDA one grid), as bidirectional_op.h's.
 //
 // weights: five entries per layer-direction, in torch.nn's order of layers and
 // directions: [w_ih, w_hh, b_ih, b_hh, w_hr] (absent ones None).
@@ -125,7 +126,8 @@ StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
   for (int64_t layer = s.layers - 1; layer >= 0; --layer) {
     const Tensor x = layer_input(layer);
     BackwardResult r[2];
-    auto direction = [&](int d) {
+    BackwardData data[2];
+    auto loop = [&](int d) {
       const int64_t i = layer * s.directions + d, base = kSavedPerDirection * i;
       const Tensor w_hh = weight_arg(weights, i, 1, "w_hh");
       const int64_t R = w_hh.size(1);
@@ -135,19 +137,26 @@ StackBackwardResult stack_backward(int64_t mode, const Tensor& input,
       }
       Tensor out = layer_output(layer, d);
       if (out.is_same(output) && s.directions == 2) out = out.narrow(-1, d * R, R);
-      const bool has_bias = optional_weight(weights, i, 2).has_value();
-      r[d] = layer_backward<Backend>(
+      const typename Backend::CallScope scope(x, batch_sizes);
+      data[d] = backward_data<Backend>(
           mode, x, batch_sizes, weight_arg(weights, i, 0, "w_ih"), w_hh,
           optional_weight(weights, i, 4), out, saved[base + 1], saved[base + 2], saved[base + 3],
           g_out, g_hy ? OptTensor((*g_hy)[i]) : std::nullopt,
-          g_cy && lstm ? OptTensor((*g_cy)[i]) : std::nullopt, d == 1, batch,
-          {layer > 0 || output_mask[0], output_mask[1], output_mask[2],
-           output_mask[3] && has_bias});
+          g_cy && lstm ? OptTensor((*g_cy)[i]) : std::nullopt, d == 1, batch);
+    };
+    auto finish = [&](int d) {
+      const int64_t i = layer * s.directions + d;
+      const bool has_bias = optional_weight(weights, i, 2).has_value();
+      const typename Backend::CallScope scope(x, batch_sizes);
+      r[d] = finish_backward<Backend>(data[d], x, weight_arg(weights, i, 0, "w_ih"),
+                                      {layer > 0 || output_mask[0], output_mask[1],
+                                       output_mask[2], output_mask[3] && has_bias});
+      data[d] = BackwardData{};  // its buffers go before the next layer's
     };
     if (!wave.empty()) {
       r[0] = wave[layer];
     } else {
-      run_directions<Backend>(s, direction);
+      run_directions_backward<Backend>(s, loop, finish);
     }
     Tensor grad_x;
     for (int d = 0; d < s.directions; ++d) {

@@ -77,6 +77,14 @@ struct Backend {
   static void both_directions(const F& body) {
     concurrently(body);
   }
+  // Each direction's whole backward on its own core.
+  template <typename Loop, typename Finish>
+  static void both_directions_backward(const Loop& loop, const Finish& finish) {
+    concurrently([&](int d) {
+      loop(d);
+      finish(d);
+    });
+  }
   // body(0) and body(1) at once, each on one thread (the kernels inside see a
   // parallel region and stay on their thread), with the caller's thread-local
   // state (grad mode, ...); sequential on one thread.

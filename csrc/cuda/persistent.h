@@ -171,14 +171,15 @@ struct PersistentBackwardArgs {
   unsigned* barrier;
 };
 
+// Block `block` of the `blocks` that run the backward of one layer-direction.
 template <Mode M, typename T>
-__global__ void __launch_bounds__(kPersistentThreads, 1)
-    persistent_backward_kernel(const PersistentBackwardArgs<T> p) {
+RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>& p,
+                                                int64_t block, int64_t blocks) {
   using A = at::opmath_type<T>;
   using X = std::conditional_t<uses_tensor_cores<T>(), T, A>;
   constexpr int64_t G = gates_of<M>();
   const int64_t H = p.hidden, U = p.units, GH = G * H;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t j0 = block * U;
   const int64_t units = H - j0 < U ? H - j0 : U;
   const SmemLayout L(true, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>());
   RK_DYNAMIC_SHARED(unsigned char, smem);
@@ -214,7 +215,7 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
         exchange_store(p.dgates_h + (off + b) * GH + col, p.stage[b * GH + col]);
       }
     }
-    grid_barrier(p.barrier, static_cast<unsigned>(s + 1), gridDim.x);
+    grid_barrier(p.barrier, static_cast<unsigned>(s + 1), static_cast<unsigned>(blocks));
     for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
       const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
       __syncthreads();
@@ -233,6 +234,25 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
         dh = M == Mode::GRU ? T(A(dh) + sums[lb * U + u]) : T(sums[lb * U + u]);
       }
     }
+  }
+}
+
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_backward_kernel(const PersistentBackwardArgs<T> p) {
+  persistent_backward_block<M>(p, blockIdx.x, gridDim.x);
+}
+
+// The backward loops of a bidirectional layer's two directions in one grid,
+// as persistent_forward_pair_kernel.
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_backward_pair_kernel(const PersistentBackwardArgs<T> first,
+                                    const PersistentBackwardArgs<T> second, int64_t first_blocks) {
+  if (blockIdx.x < first_blocks) {
+    persistent_backward_block<M>(first, blockIdx.x, first_blocks);
+  } else {
+    persistent_backward_block<M>(second, blockIdx.x - first_blocks, gridDim.x - first_blocks);
   }
 }
 

@@ -58,13 +58,13 @@ inline unsigned* barrier_counter(const PersistentScratch& s) {
   return reinterpret_cast<unsigned*>(s.barrier.data_ptr<int>());
 }
 
-// The forward launches of the two directions of a bidirectional layer, run
-// as one grid of two block groups (half the SMs each) when both fit side by
-// side. The backend opens it around the two directions (both_directions): the
-// first direction's launch waits here, the second launches both, or each
-// alone; whatever still waits runs when the layer closes it. Forward only: a
-// backward op enqueues its weight-gradient GEMMs right after its loop.
-struct PairedForward {
+// The launches of the two directions of a bidirectional layer, forward or
+// backward, run as one grid of two block groups (half the SMs each) when both
+// fit side by side. The backend opens it around the two directions' loops
+// (both_directions; both_directions_backward, whose weight gradients come after
+// both loops): the first direction's launch waits here, the second launches
+// both, or each alone; whatever still waits runs when the layer closes it.
+struct PairedLaunch {
   bool open = false;
   std::function<bool(const void*)> launch_with;  // the waiting first with this second
   std::function<void()> run_alone;               // the first alone, or its per-step loop
@@ -85,39 +85,68 @@ struct PairedForward {
   }
 };
 
-inline PairedForward& paired_forward() {
-  static thread_local PairedForward pair;
+inline PairedLaunch& paired_launch() {
+  static thread_local PairedLaunch pair;
   return pair;
 }
 
 // Backend::hold for the backends that pair: a waiting direction's buffers
 // stay allocated until it has been launched.
 inline void hold_for_pair(std::initializer_list<at::Tensor> buffers) {
-  PairedForward& pair = paired_forward();
+  PairedLaunch& pair = paired_launch();
   if (!pair.waiting()) return;
   for (const at::Tensor& t : buffers) {
     if (t.defined()) pair.keep.push_back(t);
   }
 }
 
-class PairedForwardScope {
+class PairedScope {
  public:
-  PairedForwardScope() {
-    paired_forward().reset();
-    paired_forward().open = true;
+  PairedScope() {
+    paired_launch().reset();
+    paired_launch().open = true;
   }
   // Runs a direction still waiting; not from the destructor, as it may throw.
   void close() {
-    paired_forward().open = false;
-    paired_forward().run_waiting();
+    paired_launch().open = false;
+    paired_launch().run_waiting();
   }
-  ~PairedForwardScope() {
-    paired_forward().open = false;
-    paired_forward().reset();
+  ~PairedScope() {
+    paired_launch().open = false;
+    paired_launch().reset();
   }
-  PairedForwardScope(const PairedForwardScope&) = delete;
-  PairedForwardScope& operator=(const PairedForwardScope&) = delete;
+  PairedScope(const PairedScope&) = delete;
+  PairedScope& operator=(const PairedScope&) = delete;
 };
+
+// Launches `single` with args, paired with the other direction's launch
+// where a PairedScope is open (see PairedLaunch); `steps` runs the generic
+// per-step loop instead where a waiting launch is refused in the end.
+// keep: the scratch the kernel reads, alive until it has been launched.
+template <class Device, typename Args, typename Steps>
+bool launch_or_pair(void (*single)(Args), void (*pair_kernel)(Args, Args, int64_t),
+                    const PersistentPlan& plan, const Args& args,
+                    std::vector<at::Tensor> keep, const Steps& steps) {
+  PairedLaunch& pair = paired_launch();
+  if (pair.open && !pair.waiting()) {  // the first direction waits for the second
+    pair.keep = std::move(keep);
+    pair.launch_with = [plan, args, pair_kernel](const void* second) {
+      return Device::launch_pair(pair_kernel, plan, args, *static_cast<const Args*>(second));
+    };
+    pair.run_alone = [plan, args, single, steps] {
+      if (!Device::launch(single, plan, args)) steps();
+    };
+    return true;
+  }
+  if (pair.open) {  // the second: both at once, else the first alone first
+    if (pair.launch_with(&args)) {
+      pair.reset();
+      return true;
+    }
+    pair.run_waiting();
+  }
+  return Device::launch(single, plan, args);
+}
 
 template <class Device, typename T>
 PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& seq,
@@ -137,9 +166,8 @@ PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& s
 template <class Device, typename T, typename Steps>
 bool persistent_forward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                         const ForwardBuffers<T>& buf, const Steps& steps) {
-  PairedForward& pair = paired_forward();
   const PersistentPlan plan =
-      plan_for<Device, T>(false, dims, seq, buf.w_hr != nullptr, pair.open ? 2 : 1);
+      plan_for<Device, T>(false, dims, seq, buf.w_hr != nullptr, paired_launch().open ? 2 : 1);
   if (!plan.use) return false;
   const PersistentScratch scratch = persistent_scratch<Device>(seq, reverse);
   const at::Tensor stage = at::empty({seq.batch * dims.hidden},
@@ -153,36 +181,18 @@ bool persistent_forward(const LayerDims& dims, const SeqLayout& seq, bool revers
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
     constexpr Mode M = decltype(mode)::value;
-    auto* single = &persistent_forward_kernel<M, T>;
-    if (pair.open && !pair.waiting()) {  // the first direction waits for the second
-      pair.keep = {scratch.layout, scratch.barrier, stage};
-      pair.launch_with = [plan, args](const void* second) {
-        return Device::launch_pair(&persistent_forward_pair_kernel<M, T>, plan, args,
-                                   *static_cast<const PersistentForwardArgs<T>*>(second));
-      };
-      pair.run_alone = [plan, args, single, steps] {
-        if (!Device::launch(single, plan, args)) steps();
-      };
-      launched = true;
-      return;
-    }
-    if (pair.open) {  // the second: both at once, else the first alone first
-      if (pair.launch_with(&args)) {
-        pair.reset();
-        launched = true;
-        return;
-      }
-      pair.run_waiting();
-    }
-    launched = Device::launch(single, plan, args);
+    launched = launch_or_pair<Device>(&persistent_forward_kernel<M, T>,
+                                      &persistent_forward_pair_kernel<M, T>, plan, args,
+                                      {scratch.layout, scratch.barrier, stage}, steps);
   });
   return launched;
 }
 
-template <class Device, typename T>
+template <class Device, typename T, typename Steps>
 bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                         const BackwardBuffers<T>& buf) {
-  const PersistentPlan plan = plan_for<Device, T>(true, dims, seq, buf.w_hr != nullptr);
+                         const BackwardBuffers<T>& buf, const Steps& steps) {
+  const PersistentPlan plan =
+      plan_for<Device, T>(true, dims, seq, buf.w_hr != nullptr, paired_launch().open ? 2 : 1);
   if (!plan.use) return false;
   const PersistentScratch scratch = persistent_scratch<Device>(seq, reverse);
   const int64_t GH = gate_count(dims.mode) * dims.hidden;
@@ -196,7 +206,10 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
                                        barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
-    launched = Device::launch(&persistent_backward_kernel<decltype(mode)::value, T>, plan, args);
+    constexpr Mode M = decltype(mode)::value;
+    launched = launch_or_pair<Device>(&persistent_backward_kernel<M, T>,
+                                      &persistent_backward_pair_kernel<M, T>, plan, args,
+                                      {scratch.layout, scratch.barrier, stage}, steps);
   });
   return launched;
 }
@@ -205,7 +218,8 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
 // its CPU emulation): they as its whole-sequence algorithm, the generic
 // per-step loop (of Self) otherwise and as the fallback of a waiting launch,
 // and the two directions of a bidirectional layer one after the other, their
-// forward kernels merged into one grid where they fit side by side.
+// forward kernels, and their backward loops, merged into one grid where they
+// fit side by side.
 template <class Self, class Device>
 struct PersistentBackend : GenericLoopBackend {
   template <typename T>
@@ -218,15 +232,24 @@ struct PersistentBackend : GenericLoopBackend {
   template <typename T>
   static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
                                 const BackwardBuffers<T>& buf) {
-    return persistent_backward<Device>(dims, seq, reverse, buf);
+    return persistent_backward<Device>(dims, seq, reverse, buf, [dims, seq, reverse, buf] {
+      backward_steps<Self, T>(dims, seq, reverse, buf);
+    });
   }
   static void hold(std::initializer_list<at::Tensor> buffers) { hold_for_pair(buffers); }
   template <typename F>
   static void both_directions(const F& body) {
-    PairedForwardScope pair;
+    PairedScope pair;
     body(0);
     body(1);
     pair.close();
+  }
+  // The two loops paired, then the gradients that need them.
+  template <typename Loop, typename Finish>
+  static void both_directions_backward(const Loop& loop, const Finish& finish) {
+    both_directions(loop);
+    finish(0);
+    finish(1);
   }
 };
 

@@ -237,6 +237,10 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "Tensor?[] forward, Tensor?[] reverse, bool train) -> (Tensor[] forward_results, "
       "Tensor[] reverse_results)");
   m.def(
+      "layer_backward_bidirectional(int mode, Tensor input, Tensor? batch_sizes, "
+      "Tensor?[] forward, Tensor?[] reverse, int batch, bool[4] output_mask) -> "
+      "(Tensor[] forward_grads, Tensor[] reverse_grads)");
+  m.def(
       "cell_forward(int mode, Tensor input, Tensor hx, Tensor? cx, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy)");
   m.def(
@@ -278,6 +282,7 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CPU, m) {
   m.impl("layer_backward", &layer_backward<simt_ops::Backend>);
   m.impl("layer_backward_data", &layer_backward_data<simt_ops::Backend>);
   m.impl("layer_forward_bidirectional", &layer_forward_bidirectional<simt_ops::Backend>);
+  m.impl("layer_backward_bidirectional", &layer_backward_bidirectional<simt_ops::Backend>);
   m.impl("cell_forward", &cell_forward<simt_ops::Backend>);
   m.impl("cell_forward_train", &cell_forward_train<simt_ops::Backend>);
   m.impl("cell_backward", &cell_backward<simt_ops::Backend>);
