@@ -11,7 +11,6 @@
 
 #include <dlfcn.h>
 
-
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

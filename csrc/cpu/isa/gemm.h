@@ -1,14 +1,16 @@
 // The float GEMM: C[M,N] = alpha * op(A) op(B) + beta * C (+ a bias row),
-// blocked GotoBLAS-style for this capability's registers and caches. Serves every float GEMM of
-// the CPU backend with more than a few rows: the per-step recurrent products
-// (op(B) = a weight, packed once per op call), the input projection of all
-// steps, and the backward's weight and input gradients (K = all the steps' rows).
+// blocked GotoBLAS-style for this capability's registers and caches. Serves
+// every float GEMM of the CPU backend with more than a few rows: the per-step
+// recurrent products (op(B) = a weight, packed once per op call), the input
+// projection of all steps, and the backward's weight and input gradients
+// (K = all the steps' rows).
 //
 // op(B) is packed into panels of kNR columns (two vectors): a panel is K rows
 // of kNR contiguous values, so the micro-kernel reads it as a stream. op(A) is
 // packed per block into strips of at most kMaxMR rows, K-major (a transposed A
-// row by row of A, each row dealt out to the strips). The micro-kernel keeps an MR x kNR block of C in
-// 2 * MR vector registers and broadcasts one value of A per row and step of K.
+// row by row of A, each row dealt out to the strips). The micro-kernel keeps
+// an MR x kNR block of C in 2 * MR vector registers and broadcasts one value
+// of A per row and step of K.
 #pragma once
 
 namespace rnnkern {
