@@ -100,6 +100,27 @@ def test_larger_batch_than_a_tile_and_more_blocks_than_warps():
     compare(g_exp, g_got, torch.float64)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype,cache", [
+    (dtype, cache) for dtype in (torch.float64, torch.bfloat16) for cache in (0, 1, -1)] + [
+    (torch.float32, 1)], ids=str)
+def test_register_cache_and_split_products(mode, dtype, cache):
+    # 8 warps a block and 12 units a block: the backward's few weight rows (and
+    # the forward's for the RNN) leave warps over, which split K; each lane
+    # keeps none, one or all of its first item's weights in registers.
+    H, size = 140, (3, 3, 5, 140)
+    configure("grid", mode, H, 3, dtype, sms=12, threads=256, register_cache=cache)
+    plans = [SIMT.persistent_plan(bwd, _ops.MODE_IDS[mode], H, 3, False, dtype, "emulated")
+             for bwd in (False, True)]
+    assert plans[1][7] > 1, "the backward's product should split K here"
+    # float32 sums of 140 products in another order than the CPU's
+    tol = 1e-4 if dtype == torch.float32 else TOLERANCE[dtype]
+    for reverse in (False, True):
+        for want, have in zip(*[iter(run_checked(mode, size, True, dtype, reverse))] * 2):
+            for a, b in zip(want, have):
+                torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+
+
 def test_oversized_grid_is_reported_as_a_deadlock():
     blocks = configure("grid", "LSTM", 33, 2, torch.float64)
     SIMT.set_persistent_config(True, 3, SIMT.persistent_plan(False, 2, 33, 2, False,
@@ -120,12 +141,17 @@ MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATI
     "cuda/grid_sync.h": [(
         "__threadfence();\n    atomicAdd(counter, 1u);",
         "if (rk_mutation() != 2) __threadfence();\n    atomicAdd(counter, 1u);")],
-    "cuda/persistent_common.h": [(
-        "__shfl_xor_sync(0xffffffffu, v, offset)",
-        "__shfl_xor_sync(0xffffffffu, v, rk_mutation() == 3 && offset == 1 ? 0 : offset)")],
-    "cuda/tensor_core.h": [(
-        "pair_at(wg + 8 * K + k0)",
-        "pair_at(wg + (rk_mutation() == 4 ? 8 : 8 * K) + k0)")],
+    "cuda/persistent_common.h": [
+        ("__shfl_xor_sync(0xffffffffu, v, offset)",
+         "__shfl_xor_sync(0xffffffffu, v, rk_mutation() == 3 && offset == 1 ? 0 : offset)"),
+        # the weights read from shared memory after the cached ones one chunk off
+        ("k = k0 + lane + 32 * own;", "k = k0 + lane + 32 * (own + (rk_mutation() == 5));"),
+        # the last split's partial sums left out
+        ("s < L.split.splits;", "s < L.split.splits - (rk_mutation() == 6);")],
+    "cuda/tensor_core.h": [
+        ("cache[j][1] = in ? pair_at(wg + 8 * K)",
+         "cache[j][1] = in ? pair_at(wg + (rk_mutation() == 4 ? 8 : 8 * K))"),
+        ("pair_at(wg + 8 * K + kk)", "pair_at(wg + (rk_mutation() == 7 ? 8 : 8 * K) + kk)")],
 }
 MUTATION_HEADER = """#pragma once
 #include <cstdlib>
@@ -164,25 +190,35 @@ def mutant(tmp_path_factory):
     os.environ.pop("RNNKERN_MUTATION", None)
 
 
-def caught(ops, mutation, mode="GRU", seeds=range(1, 9), dtype=torch.float64):
-    """How many schedules of the mutant disagree with the CPU op (or fail)."""
+def caught(ops, mutation, mode="GRU", seeds=range(1, 9), dtype=torch.float64, H=33,
+           backward=False, **config):
+    """How many schedules of the mutant disagree with the CPU op (or fail):
+    the forward, and with `backward` the backward too."""
     os.environ["RNNKERN_MUTATION"] = str(mutation)
-    configure("grid", mode, 33, 3, dtype, ops=ops)
+    configure("grid", mode, H, 3, dtype, ops=ops, **config)
     tol = TOLERANCE[dtype]
     hits = 0
+
+    def same(a, b):
+        return all(x is None or torch.allclose(x, y, atol=tol, rtol=tol) for x, y in zip(a, b))
+
     try:
         for seed in seeds:
             ops.set_launch_config(256, 4096, seed)
-            args = layer_args(mode, 4, 3, 3, 33, False, 0, dtype, seed=seed)
+            args = layer_args(mode, 4, 3, 3, H, False, 0, dtype, seed=seed)
             fwd = args + [False, True]
             expected = torch.ops.rnnkern.layer_forward(*fwd)
             try:
                 got = ops.layer_forward(*fwd)
+                if not backward:
+                    hits += not same(expected[:3], got[:3])
+                    continue
+                grads = [torch.ones_like(t) for t in expected[:3]]
+                bwd = [args[0], args[1], args[2], args[5], args[6], args[9], expected[0],
+                       *expected[3:], *grads, False, 3, [True, True, True, True]]
+                hits += not same(torch.ops.rnnkern.layer_backward(*bwd), ops.layer_backward(*bwd))
             except RuntimeError:
                 hits += 1
-                continue
-            hits += not all(torch.allclose(a, b, atol=tol, rtol=tol)
-                            for a, b in zip(expected[:3], got[:3]))
     finally:
         os.environ["RNNKERN_MUTATION"] = "0"
         ops.set_persistent_config(False)
@@ -196,7 +232,14 @@ def test_planted_bugs_are_caught(mutant):
     assert caught(mutant, 3) > 0, "a wrong shuffle lane went unnoticed"
     assert caught(mutant, 0, dtype=torch.bfloat16, seeds=range(1, 3)) == 0
     assert caught(mutant, 4, dtype=torch.bfloat16, seeds=range(1, 3)) > 0, \
-        "a wrong mma fragment index went unnoticed"
+        "a wrong mma fragment index (in the registers) went unnoticed"
+    assert caught(mutant, 7, dtype=torch.bfloat16, seeds=range(1, 3), register_cache=0) > 0, \
+        "a wrong mma fragment index (in shared memory) went unnoticed"
+    assert caught(mutant, 5, seeds=range(1, 3), register_cache=1) > 0, \
+        "weights skipped after the register cache went unnoticed"
+    big = dict(seeds=range(1, 3), H=140, threads=256, sms=12, backward=True)
+    assert caught(mutant, 0, **big) == 0
+    assert caught(mutant, 6, **big) > 0, "a split's partial sums left out went unnoticed"
 
 
 @pytest.mark.parametrize("mode", MODES)

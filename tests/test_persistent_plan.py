@@ -19,7 +19,7 @@ PERSISTENT_THREADS, REGISTER_FILE, MAX_REGISTERS = 256, 65536, 255
 
 
 def plan(mode, H, B, dtype=torch.float32, device="H100", backward=False, proj=False):
-    used, blocks, units, threads, tile, smem, resident = SIMT.persistent_plan(
+    used, blocks, units, threads, tile, smem, resident, splits, classes = SIMT.persistent_plan(
         backward, _ops.MODE_IDS[mode], H, B, proj, dtype, device)
     return dict(used=bool(used), blocks=blocks, units=units, threads=threads, tile=tile,
                 smem=smem, resident=resident)

@@ -1,7 +1,10 @@
 """The persistent kernels' performance model on paper: per shape, the tier and
 grid the plan picks (csrc/cuda/persistent_plan.h, through the emulation's
 persistent_plan op), the bytes each block keeps on chip, and a predicted
-microseconds per step on A100 and H100. Prints the Markdown table of
+microseconds per step on A100 and H100, for the kernels as they are and for
+their first version (every warp one row group of the whole K, no weights in
+registers), so the predicted gain of the split products and the register
+cache can be checked. Prints the Markdown table of
 docs/gpu-performance-model.md. Every constant below is an assumption to be
 replaced by `make gpu-check`'s measurements.
 
@@ -16,47 +19,98 @@ from rnnkern import _ops
 
 SIMT = torch.ops.rnnkern_simt
 ROW_BLOCK, BATCH_BLOCK = 4, 4  # kRowBlock, kBatchBlock in persistent_common.h
+CACHE_CHUNKS, CACHE_STEPS = 24, 24  # cache_chunks<float>(), kCacheSteps
+WARPS = 8  # kPersistentThreads / 32
 DEVICES = {
-    # shared-memory bytes per clock per SM, clock GHz, assumed grid-barrier µs,
-    # assumed L2 latency µs and per-SM L2 read GB/s for the h exchange
-    "A100": dict(smem_bpc=128, ghz=1.41, barrier_us=1.5, l2_us=0.7, l2_gbps=90),
-    "H100": dict(smem_bpc=128, ghz=1.75, barrier_us=1.0, l2_us=0.6, l2_gbps=110),
+    # shared-memory bytes per clock per SM, clock GHz, tensor-core m16n8k16
+    # per clock per SM, assumed grid-barrier µs, assumed L2 latency µs and
+    # per-SM L2 read GB/s for the h exchange
+    "A100": dict(smem_bpc=128, ghz=1.41, mma_pc=0.5, barrier_us=1.5, l2_us=0.7, l2_gbps=90),
+    "H100": dict(smem_bpc=128, ghz=1.75, mma_pc=1.0, barrier_us=1.0, l2_us=0.6, l2_gbps=110),
 }
+MMA_LATENCY = 32  # clocks from one mma.sync to the next on its accumulators (assumed)
+SCHEDULERS = 4    # warp instructions issued per clock per SM
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1}
 SIZES = {"fp32": (torch.float32, 4), "bf16": (torch.bfloat16, 2)}
 
 
-def predict(mode, H, B, dtype, device, backward=False):
+def batch_blocks(B, tile, rows_per_block, classes):
+    """Blocks of staged rows one item handles per step: ceil(B / tile) passes,
+    each dealing its blocks to `classes` items."""
+    passes = math.ceil(B / tile)
+    return passes * math.ceil(math.ceil(min(B, tile) / rows_per_block) / classes)
+
+
+def fma_product(rows, K, B, s, tile, splits, classes, cache):
+    """Clocks of one step's FMA product (block_matvec) on one SM, and its
+    shared-memory bytes: the larger of the issue bound (all warps over four
+    schedulers, or the busiest warp alone) and the shared-memory bound."""
+    groups = math.ceil(rows / ROW_BLOCK)
+    items = groups * splits * classes
+    slice_ = math.ceil(K / splits)
+    iters = math.ceil(slice_ / 32)  # per lane, per group of BATCH_BLOCK rows of h
+    cached = min(iters, CACHE_CHUNKS) / iters if cache else 0.0
+    blocks_of_b = math.ceil(B / BATCH_BLOCK)
+    per = batch_blocks(B, tile, BATCH_BLOCK, classes)
+    # 16 FMAs, 4 loads of h, 4 of weights unless cached; 16 warp sums of 5 shuffles and adds
+    per_item = [per * (iters * (20 + 4 * (1 - (cached if first else 0.0))) + 160)
+                for first in (True, False)]
+    first_items = min(items, WARPS)
+    total = first_items * per_item[0] + (items - first_items) * per_item[1]
+    busiest = per_item[0] + (math.ceil(items / WARPS) - 1) * per_item[1]
+    w_bytes = rows * K * s * blocks_of_b * (1 - cached * first_items / items)
+    x_bytes = groups * B * K * 4
+    return max(total / SCHEDULERS, busiest), w_bytes + x_bytes
+
+
+def mma_product(rows, K, B, tile, splits, classes, cache, d):
+    """The same for the tensor-core product (block_matvec_mma): each warp's
+    chain of dependent mma.sync, the SM's tensor-core rate, shared memory."""
+    groups = math.ceil(rows / 16)
+    K = math.ceil(K / 16) * 16
+    if splits == 0:  # the first version: a warp per 16 x 8 tile of the output, all of K
+        items = groups * math.ceil(min(B, tile) / 8)
+        per_item, cached = math.ceil(B / tile) * K // 16, 0.0
+    else:
+        steps = math.ceil(K / splits / 16)
+        items = groups * splits * classes
+        per_item = batch_blocks(B, tile, 8, classes) * steps
+        cached = min(steps, CACHE_STEPS) / steps if cache else 0.0
+    first_items = min(items, WARPS)
+    chain = math.ceil(items / WARPS) * per_item * MMA_LATENCY
+    mmas = items * per_item
+    w_bytes = mmas * 512 * (1 - cached * first_items / items)
+    x_bytes = mmas * 256
+    return max(chain, mmas / d["mma_pc"]), w_bytes + x_bytes
+
+
+def predict(mode, H, B, dtype, device, backward=False, first_version=False):
     torch_dtype, s = SIZES[dtype]
-    used, blocks, units, threads, tile, smem, resident = SIMT.persistent_plan(
+    used, blocks, units, threads, tile, smem, resident, splits, classes = SIMT.persistent_plan(
         backward, _ops.MODE_IDS[mode], H, B, False, torch_dtype, device)
     if not used:
         return None
     d = DEVICES[device]
     G = GATES[mode]
     rows, K = (G * units, H) if not backward else (units, G * H)
+    if first_version:
+        splits, classes = (0 if s == 2 else 1), 1
     if s == 2:
-        # Tensor cores (tensor_core.h): a warp per 16 x 8 output tile reads its
-        # 16 weight rows and 8 staged rows of h once per step.
-        w_bytes = math.ceil(rows / 16) * math.ceil(B / 8) * 16 * K * s
-        x_bytes = math.ceil(rows / 16) * math.ceil(B / 8) * 8 * K * s
+        clocks, smem_bytes = mma_product(rows, K, B, tile, splits, classes, not first_version, d)
     else:
-        # FMA (block_matvec): every weight row once per group of BATCH_BLOCK
-        # batch rows, every staged row of h (fp32) once per group of ROW_BLOCK
-        # weight rows.
-        w_bytes = rows * K * s * math.ceil(B / BATCH_BLOCK)
-        x_bytes = math.ceil(rows / ROW_BLOCK) * B * K * 4
-    smem_us = (w_bytes + x_bytes) / (d["smem_bpc"] * d["ghz"] * 1e9) * 1e6
+        clocks, smem_bytes = fma_product(rows, K, B, s, tile, splits, classes, not first_version)
+    product_us = max(clocks, smem_bytes / d["smem_bpc"]) / (d["ghz"] * 1e3)
     exchange_us = d["l2_us"] + B * K * s / (d["l2_gbps"] * 1e9) * 1e6
     barrier_us = d["barrier_us"] if blocks > 1 else 0.0
-    return dict(blocks=blocks, on_chip_kib=round(rows * K * s / 1024, 1), smem_us=smem_us,
+    return dict(blocks=blocks, on_chip_kib=round(rows * K * s / 1024, 1), product_us=product_us,
                 exchange_us=exchange_us, barrier_us=barrier_us,
-                total_us=smem_us + exchange_us + barrier_us)
+                total_us=product_us + exchange_us + barrier_us)
 
 
 def main():
-    print("| mode | dtype | H | B | device | blocks | W_hh per block KiB | smem µs | exchange µs "
-          "| barrier µs | predicted µs/step fwd | bwd |")
+    print("| mode | dtype | H | B | device | blocks | W_hh per block KiB | product µs fwd "
+          "(first version) | exchange µs | barrier µs | predicted µs/step fwd | bwd "
+          "(first version) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for mode in ("LSTM", "GRU"):
         for dtype in SIZES:
@@ -64,15 +118,19 @@ def main():
                 for B in (1, 16, 64):
                     for device in DEVICES:
                         f = predict(mode, H, B, dtype, device)
-                        b = predict(mode, H, B, dtype, device, backward=True)
                         if f is None:
                             print(f"| {mode} | {dtype} | {H} | {B} | {device} | per-step path "
                                   "| — | — | — | — | — | — |")
                             continue
+                        f1 = predict(mode, H, B, dtype, device, first_version=True)
+                        b = predict(mode, H, B, dtype, device, backward=True)
+                        b1 = predict(mode, H, B, dtype, device, backward=True,
+                                     first_version=True)
+                        bwd = f"{b['total_us']:.1f} ({b1['total_us']:.1f})" if b else "—"
                         print(f"| {mode} | {dtype} | {H} | {B} | {device} | {f['blocks']} | "
-                              f"{f['on_chip_kib']} | {f['smem_us']:.2f} | {f['exchange_us']:.2f} | "
-                              f"{f['barrier_us']:.1f} | {f['total_us']:.1f} | "
-                              f"{b['total_us']:.1f} |" if b else "— |")
+                              f"{f['on_chip_kib']} | {f['product_us']:.2f} "
+                              f"({f1['product_us']:.2f}) | {f['exchange_us']:.2f} | "
+                              f"{f['barrier_us']:.1f} | {f['total_us']:.1f} | {bwd} |")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ struct PersistentDevice {
             p->maxBlocksPerMultiProcessor};
   }
   static int64_t max_threads() { return kPersistentThreads; }
+  static int64_t cache_cap() { return kCacheAll; }
   static at::TensorOptions options() {
     return at::TensorOptions().device(at::kCUDA, c10::cuda::current_device());
   }
@@ -224,7 +225,8 @@ void grid_barrier_run(int64_t blocks, int64_t threads, int64_t steps) {
 }
 
 // The plan for a shape on the current GPU: [used, blocks, units, threads,
-// tile, shared memory bytes, co-resident blocks the driver reports].
+// tile, shared memory bytes, co-resident blocks the driver reports, splits of
+// K, batch classes].
 std::vector<int64_t> persistent_plan_op(bool backward, int64_t mode, int64_t hidden,
                                         int64_t batch, bool projection, at::ScalarType dtype) {
   const int64_t elem = c10::elementSize(dtype), acc = dtype == at::kDouble ? 8 : 4;
@@ -242,7 +244,8 @@ std::vector<int64_t> persistent_plan_op(bool backward, int64_t mode, int64_t hid
       });
     });
   }
-  return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident};
+  return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident, p.splits,
+          p.classes};
 }
 
 }  // namespace

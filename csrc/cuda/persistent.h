@@ -30,15 +30,41 @@
 namespace rnnkern {
 namespace cuda {
 
-// The block's on-chip product in layout L: out[n * L.rows + r] for the
-// staged rows n < nb and the weight rows r; tensor cores for 16-bit weights.
-template <typename T, typename X, typename A>
-RK_DEVICE_INLINE void block_product(const SmemLayout& L, const T* w, const X* x, int64_t nb,
+// The weights a lane keeps in registers (persistent_common.h): FMA rows and
+// chunks, or tensor-core A fragments.
+template <typename T, typename A>
+struct WeightCache {
+  std::conditional_t<uses_tensor_cores<T>(), uint32_t[kCacheSteps][4],
+                     A[kRowBlock][cache_chunks<T>()]>
+      regs;
+  int used;
+};
+
+// Fills the cache from the block's weights in shared memory (after the
+// __syncthreads that ends their loading), at most `cap` chunks or fragments.
+template <typename T, typename A>
+RK_DEVICE_INLINE void load_weight_cache(const SmemLayout& L, const T* w, int64_t cap,
+                                        WeightCache<T, A>& cache) {
+  if constexpr (uses_tensor_cores<T>()) {
+    cache.used = load_mma_cache(w, L.K_p, L.split, cap, cache.regs);
+  } else {
+    cache.used = load_fma_cache(w, L.rows, L.K, L.split, cap, cache.regs);
+  }
+}
+
+// The block's on-chip product in layout L: the splits' partial sums of
+// out[n * L.rows + r] for the staged rows n < nb and the weight rows r
+// (split_total adds them); tensor cores for 16-bit weights.
+template <typename T, typename A, typename X>
+RK_DEVICE_INLINE void block_product(const SmemLayout& L, const T* w,
+                                    const WeightCache<T, A>& cache, const X* x, int64_t nb,
                                     A* out) {
   if constexpr (uses_tensor_cores<T>()) {
-    block_matvec_mma(w, L.rows_p, L.K_p, x, nb, out, L.rows, L.rows);
+    block_matvec_mma(w, L.K_p, L.split, cache.regs, cache.used, x, nb, out, L.rows, L.rows,
+                     L.split_stride);
   } else {
-    block_matvec(w, L.rows, L.K, x, nb, out, L.rows);
+    block_matvec(w, L.rows, L.K, L.split, cache.regs, cache.used, x, nb, out, L.rows,
+                 L.split_stride);
   }
 }
 
@@ -48,6 +74,7 @@ struct PersistentForwardArgs {
   int64_t hidden;
   int64_t units;  // hidden units per block
   int64_t tile;   // rows of h per pass over the weights
+  int64_t cache;  // most weight chunks (fragments) a lane keeps in registers
   const T* w_hh;  // [G*H, H]
   const T* bias_hn;
   T* gates;    // [N, G*H]: input projection in, activations out
@@ -72,7 +99,8 @@ RK_DEVICE_INLINE void persistent_forward_block(const PersistentForwardArgs<T>& p
   const int64_t H = p.hidden, U = p.units, GH = G * H, GU = G * U;
   const int64_t j0 = block * U;
   const int64_t units = H - j0 < U ? H - j0 : U;
-  const SmemLayout L(false, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>());
+  const SmemLayout L(false, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>(),
+                     blockDim.x);
   RK_DYNAMIC_SHARED(unsigned char, smem);
   A* sums = reinterpret_cast<A*>(smem);              // [tile, G*U]
   X* hs = reinterpret_cast<X*>(smem + L.x_offset);   // [tile_p, K_p]
@@ -81,6 +109,9 @@ RK_DEVICE_INLINE void persistent_forward_block(const PersistentForwardArgs<T>& p
     const int64_t r = i / L.K_p, g = r / U, u = r % U, k = i % L.K_p;
     w[i] = r < GU && u < units && k < H ? p.w_hh[(g * H + j0 + u) * H + k] : T(0);
   }
+  __syncthreads();
+  WeightCache<T, A> cache;
+  load_weight_cache(L, w, p.cache, cache);
   const SeqSteps& seq = p.seq;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = seq.forward_time(s);
@@ -99,14 +130,14 @@ RK_DEVICE_INLINE void persistent_forward_block(const PersistentForwardArgs<T>& p
                 : X(b < rows_prev ? exchange_load(out_prev + b * H + k) : p.h[b * H + k]);
       }
       __syncthreads();
-      block_product(L, w, hs, nb, sums);
+      block_product(L, w, cache, hs, nb, sums);
       __syncthreads();
       for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
         const int64_t lb = i / units, u = i % units, b = b0 + lb, j = j0 + u;
         const T h_prev = T(hs[lb * L.K_p + j]);
         if (p.saved_h_prev != nullptr) p.saved_h_prev[(off + b) * H + j] = h_prev;
         for (int64_t g = 0; g < G; ++g) {
-          const A sum = sums[lb * GU + g * U + u];
+          const A sum = split_total(L, sums, lb * GU + g * U + u);
           if (M == Mode::GRU) {
             p.gates_h[b * GH + g * H + j] = T(sum);
           } else {
@@ -157,6 +188,7 @@ struct PersistentBackwardArgs {
   int64_t hidden;
   int64_t units;
   int64_t tile;
+  int64_t cache;
   const T* w_hh;  // [G*H, H]
   const T* gates;
   const T* extra;
@@ -181,7 +213,8 @@ RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>&
   const int64_t H = p.hidden, U = p.units, GH = G * H;
   const int64_t j0 = block * U;
   const int64_t units = H - j0 < U ? H - j0 : U;
-  const SmemLayout L(true, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>());
+  const SmemLayout L(true, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>(),
+                     blockDim.x);
   RK_DYNAMIC_SHARED(unsigned char, smem);
   A* sums = reinterpret_cast<A*>(smem);              // [tile, U]
   X* ds = reinterpret_cast<X*>(smem + L.x_offset);   // [tile_p, K_p]
@@ -190,6 +223,9 @@ RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>&
     const int64_t u = i / L.K_p, r = i % L.K_p;
     w[i] = u < units && r < GH ? p.w_hh[r * H + j0 + u] : T(0);
   }
+  __syncthreads();
+  WeightCache<T, A> cache;
+  load_weight_cache(L, w, p.cache, cache);
   const SeqSteps& seq = p.seq;
   for (int64_t s = 0; s < seq.steps; ++s) {
     const int64_t t = seq.forward_time(seq.steps - 1 - s);  // backward walks the other way
@@ -225,13 +261,14 @@ RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>&
                 : X(exchange_load(p.dgates_h + (off + b0 + lb) * GH + r));
       }
       __syncthreads();
-      block_product(L, w, ds, nb, sums);
+      block_product(L, w, cache, ds, nb, sums);
       __syncthreads();
       for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
         const int64_t lb = i / units, u = i % units;
         T& dh = p.dh[(b0 + lb) * H + j0 + u];
         // The GRU's step left the direct part of dh' there; the others add nothing.
-        dh = M == Mode::GRU ? T(A(dh) + sums[lb * U + u]) : T(sums[lb * U + u]);
+        const A sum = split_total(L, sums, lb * U + u);
+        dh = M == Mode::GRU ? T(A(dh) + sum) : T(sum);
       }
     }
   }

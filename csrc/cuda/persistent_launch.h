@@ -3,6 +3,8 @@
 // the barrier counter and scratch, launch. Host code, shared by the CUDA
 // backend and the CPU emulation through a Device that supplies
 //   enabled(), limits(), max_threads(), options() (TensorOptions of the device),
+//   cache_cap() (the most weight chunks a lane keeps in registers: kCacheAll,
+//     less in tests of the emulation),
 //   launch(kernel, plan, args) -> false when the grid cannot be co-resident
 //     (nothing has run then, and the per-step path takes over),
 //   launch_pair(pair_kernel, plan, first, second): the same for two groups of
@@ -158,6 +160,7 @@ PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& s
       plan_persistent(backward, dims.mode, dims.hidden, seq.batch, projection, sizeof(T),
                       sizeof(at::opmath_type<T>), limits, Device::max_threads());
   if (plan.use && !barrier_count_fits(seq.steps, plan.blocks)) plan.use = false;
+  plan.cache = std::min(plan.cache, Device::cache_cap());
   return plan;
 }
 
@@ -173,10 +176,10 @@ bool persistent_forward(const LayerDims& dims, const SeqLayout& seq, bool revers
   const at::Tensor stage = at::empty({seq.batch * dims.hidden},
                                      Device::options().dtype(c10::CppTypeToScalarType<T>::value));
   const PersistentForwardArgs<T> args{scratch.seq,      dims.hidden,      plan.units,
-                                      plan.tile,        buf.w_hh,         buf.bias_hn,
-                                      buf.gates,        buf.gates_h,      buf.h,
-                                      buf.c,            buf.output,       buf.saved_h_prev,
-                                      buf.saved_extra,  stage.data_ptr<T>(),
+                                      plan.tile,        plan.cache,       buf.w_hh,
+                                      buf.bias_hn,      buf.gates,        buf.gates_h,
+                                      buf.h,            buf.c,            buf.output,
+                                      buf.saved_h_prev, buf.saved_extra,  stage.data_ptr<T>(),
                                       barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
@@ -199,11 +202,11 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
   const at::Tensor stage =
       at::empty({seq.batch * GH}, Device::options().dtype(c10::CppTypeToScalarType<T>::value));
   const PersistentBackwardArgs<T> args{scratch.seq,     dims.hidden,     plan.units,
-                                       plan.tile,       buf.w_hh,        buf.gates,
-                                       buf.extra,       buf.h_prev,      buf.output,
-                                       buf.grad_output, buf.dh,          buf.dc,
-                                       buf.dgates,      buf.dgates_h,    stage.data_ptr<T>(),
-                                       barrier_counter(scratch)};
+                                       plan.tile,       plan.cache,      buf.w_hh,
+                                       buf.gates,       buf.extra,       buf.h_prev,
+                                       buf.output,      buf.grad_output, buf.dh,
+                                       buf.dc,          buf.dgates,      buf.dgates_h,
+                                       stage.data_ptr<T>(), barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
     constexpr Mode M = decltype(mode)::value;

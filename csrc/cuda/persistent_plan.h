@@ -49,6 +49,8 @@ inline int64_t max_persistent_batch(int64_t hidden) {
 }
 // Rows of h (or of dgates) staged in shared memory per pass over the weights.
 constexpr int64_t kMaxTile = 16;
+// No cap on the weights the kernels keep in registers (persistent_common.h).
+constexpr int64_t kCacheAll = int64_t{1} << 30;
 
 struct PersistentPlan {
   bool use = false;
@@ -57,6 +59,9 @@ struct PersistentPlan {
   int64_t threads = 0;  // per block, a multiple of 32
   int64_t tile = 0;
   int64_t smem_bytes = 0;
+  int64_t splits = 0;   // slices of K per row group in the block's product
+  int64_t classes = 0;  // and classes of batch blocks (ProductSplit)
+  int64_t cache = kCacheAll;  // register cache cap (the kernels' own sizes bound it)
   std::string why;  // the reason when not used
 };
 
@@ -94,9 +99,11 @@ inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, 
   }
   const int64_t G = gate_count(mode);
   const int64_t tile = std::min(batch, kMaxTile);
+  plan.threads = std::max<int64_t>(32, std::min<int64_t>(threads, kPersistentThreads) / 32 * 32);
   // 16-bit weights take the tensor-core product (tensor_core.h).
   auto bytes = [&](int64_t units, int64_t t) {
-    return SmemLayout(backward, hidden, G, units, t, elem_bytes, acc_bytes, elem_bytes == 2)
+    return SmemLayout(backward, hidden, G, units, t, elem_bytes, acc_bytes, elem_bytes == 2,
+                      plan.threads)
         .bytes;
   };
   int64_t units = hidden;  // one block, if it fits
@@ -110,9 +117,13 @@ inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, 
   plan.blocks = (hidden + units - 1) / units;
   // The barrier counter reaches steps * blocks; the host checks steps.
   plan.units = units;
-  plan.threads = std::max<int64_t>(32, std::min<int64_t>(threads, kPersistentThreads) / 32 * 32);
   plan.tile = t;
   plan.smem_bytes = bytes(units, t);
+  const ProductSplit split = SmemLayout(backward, hidden, G, units, t, elem_bytes, acc_bytes,
+                                        elem_bytes == 2, plan.threads)
+                                 .split;
+  plan.splits = split.splits;
+  plan.classes = split.classes;
   plan.use = true;
   return plan;
 }

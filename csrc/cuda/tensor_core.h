@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "../core/macros.h"
+#include "persistent_common.h"
 #include "shared_memory.h"
 
 namespace rnnkern {
@@ -56,29 +57,68 @@ RK_DEVICE_INLINE uint32_t pair_at(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-// out[n * ld_out + r] = sum over k of w[r * K + k] * x[n * K + k] for r < rows
-// and n < nb: block_matvec on tensor cores. w is [rows_p, K] and x [8 *
-// ceil(nb / 8), K] in shared memory, zero-padded (rows_p and K multiples of
-// 16); a warp per 16 x 8 tile of the output, walking K 16 at a time.
-template <typename T>
-RK_DEVICE_INLINE void block_matvec_mma(const T* w, int64_t rows_p, int64_t K, const T* x,
-                                       int64_t nb, float* out, int64_t ld_out, int64_t rows) {
+// Loads the tensor-core product's register cache, the A fragments of this
+// warp's first item (zeros where it has none); returns how many are used.
+template <typename T, int S>
+RK_DEVICE_INLINE int load_mma_cache(const T* w, int64_t K, const ProductSplit& ps, int64_t cap,
+                                    uint32_t (&cache)[S][4]) {
   const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, q = lane % 4;
-  const int64_t n_tiles = (nb + 7) / 8, tiles = rows_p / 16 * n_tiles;
-  for (int64_t t = threadIdx.x / 32; t < tiles; t += blockDim.x / 32) {
-    const int64_t m0 = t / n_tiles * 16, n0 = t % n_tiles * 8;
-    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const int64_t item = threadIdx.x / 32;
+  const int64_t m0 = ps.group(item) * 16, k0 = ps.split(item) * ps.slice;
+  const int64_t k1 = K < k0 + ps.slice ? K : k0 + ps.slice;
+  const bool has = item < ps.items();
+  RK_UNROLL for (int j = 0; j < S; ++j) {
+    const int64_t kk = k0 + 16 * j;
+    const bool in = has && j < cap && kk < k1;
+    const T* wg = w + (m0 + g) * K + 2 * q + kk;
+    cache[j][0] = in ? pair_at(wg) : 0u;
+    cache[j][1] = in ? pair_at(wg + 8 * K) : 0u;
+    cache[j][2] = in ? pair_at(wg + 8) : 0u;
+    cache[j][3] = in ? pair_at(wg + 8 * K + 8) : 0u;
+  }
+  return static_cast<int>(cap < S ? cap : S);
+}
+
+// block_matvec on tensor cores: out[s * split_stride + n * ld_out + r] = the
+// sum over split s's slice of K of w[r * K + k] * x[n * K + k], for r < rows
+// and n < nb. w is [rows_p, K] and x [8 * ceil(nb / 8), K] in shared memory,
+// zero-padded (rows_p and K multiples of 16); a warp per item (16 weight rows
+// times a slice of K times a class of 8-row blocks of x, as ProductSplit
+// deals them), walking the slice 16 at a time for each block of x, its first
+// item's first `cached` fragments from `cache`.
+template <typename T, int S>
+RK_DEVICE_INLINE void block_matvec_mma(const T* w, int64_t K, const ProductSplit& ps,
+                                       const uint32_t (&cache)[S][4], int cached, const T* x,
+                                       int64_t nb, float* out, int64_t ld_out, int64_t rows,
+                                       int64_t split_stride) {
+  const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, q = lane % 4;
+  const int64_t warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int64_t item = warp; item < ps.items(); item += warps) {
+    const int64_t m0 = ps.group(item) * 16, k0 = ps.split(item) * ps.slice;
+    const int64_t k1 = K < k0 + ps.slice ? K : k0 + ps.slice;
+    const int own = item == warp ? cached : 0;  // fragments of this item in `cache`
+    float* part = out + ps.split(item) * split_stride;
     const T* wg = w + (m0 + g) * K + 2 * q;
-    const T* xg = x + (n0 + g) * K + 2 * q;
-    for (int64_t k0 = 0; k0 < K; k0 += 16) {
-      const uint32_t a[4] = {pair_at(wg + k0), pair_at(wg + 8 * K + k0), pair_at(wg + k0 + 8),
-                             pair_at(wg + 8 * K + k0 + 8)};
-      const uint32_t b[2] = {pair_at(xg + k0), pair_at(xg + k0 + 8)};
-      mma_16x8x16<T>(a, b, c);
-    }
-    RK_UNROLL for (int i = 0; i < 4; ++i) {
-      const int64_t r = m0 + g + (i >= 2 ? 8 : 0), n = n0 + 2 * q + (i % 2);
-      if (r < rows && n < nb) out[n * ld_out + r] = c[i];
+    for (int64_t n0 = ps.batch_class(item) * 8; n0 < nb; n0 += ps.classes * 8) {
+      float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      const T* xg = x + (n0 + g) * K + 2 * q;
+      RK_UNROLL for (int j = 0; j < S; ++j) {
+        const int64_t kk = k0 + 16 * j;
+        if (j < own && kk < k1) {  // uniform per warp, as mma.sync needs
+          const uint32_t b[2] = {pair_at(xg + kk), pair_at(xg + kk + 8)};
+          mma_16x8x16<T>(cache[j], b, c);
+        }
+      }
+      for (int64_t kk = k0 + 16 * own; kk < k1; kk += 16) {
+        const uint32_t a[4] = {pair_at(wg + kk), pair_at(wg + 8 * K + kk), pair_at(wg + kk + 8),
+                               pair_at(wg + 8 * K + kk + 8)};
+        const uint32_t b[2] = {pair_at(xg + kk), pair_at(xg + kk + 8)};
+        mma_16x8x16<T>(a, b, c);
+      }
+      RK_UNROLL for (int i = 0; i < 4; ++i) {
+        const int64_t r = m0 + g + (i >= 2 ? 8 : 0), n = n0 + 2 * q + (i % 2);
+        if (r < rows && n < nb) part[n * ld_out + r] = c[i];
+      }
     }
   }
 }

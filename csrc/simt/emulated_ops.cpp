@@ -46,6 +46,7 @@ struct PersistentConfig {
   int64_t resident = 0;  // co-resident blocks a launch claims; 0: what the occupancy says
   int64_t launches = 0;  // persistent kernels run so far
   bool refuse_pairs = false;  // as a GPU too busy for both directions' grid at once
+  int64_t cache = cuda::kCacheAll;  // weight chunks a lane may keep in registers
 };
 
 PersistentConfig& persistent_config() {
@@ -58,6 +59,7 @@ struct EmulatedDevice {
   static bool enabled() { return persistent_config().enabled; }
   static cuda::DeviceLimits limits() { return persistent_config().limits; }
   static int64_t max_threads() { return persistent_config().threads; }
+  static int64_t cache_cap() { return persistent_config().cache; }
   static at::TensorOptions options() { return at::TensorOptions().device(at::kCPU); }
   // As the CUDA launcher: occupancy at the launch bound's worst-case registers;
   // the co-resident blocks a launch claims, or 0 when `blocks` do not fit.
@@ -152,7 +154,8 @@ void set_launch_config(int64_t threads, int64_t max_blocks, int64_t schedule_see
 }
 
 void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_t threads,
-                           int64_t resident, bool weak_memory, bool refuse_pairs) {
+                           int64_t resident, bool weak_memory, bool refuse_pairs,
+                           int64_t register_cache) {
   TORCH_CHECK(sms >= 1 && smem_bytes >= 1 && threads >= 32 && threads % 32 == 0 &&
                   threads <= cuda::kPersistentThreads && resident >= 0,
               "rnnkern_simt: bad persistent-kernel configuration");
@@ -164,6 +167,7 @@ void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_
   config.threads = threads;
   config.resident = resident;
   config.refuse_pairs = refuse_pairs;
+  config.cache = register_cache < 0 ? cuda::kCacheAll : register_cache;
   simt::set_weak_memory(weak_memory);
 }
 
@@ -188,7 +192,8 @@ int64_t persistent_launches() { return persistent_config().launches; }
 
 // The plan for a shape on a named device ("A100", "H100" or "emulated"):
 // [used, blocks, units, threads, tile, shared memory bytes, co-resident blocks
-// the occupancy allows at the launch bound's registers].
+// the occupancy allows at the launch bound's registers, splits of K, batch
+// classes].
 std::vector<int64_t> persistent_plan(bool backward, int64_t mode, int64_t hidden, int64_t batch,
                                      bool projection, at::ScalarType dtype,
                                      const std::string& device) {
@@ -204,7 +209,8 @@ std::vector<int64_t> persistent_plan(bool backward, int64_t mode, int64_t hidden
       p.use ? cuda::blocks_per_sm(limits, p.threads, 65536 / cuda::kPersistentThreads - 1,
                                   p.smem_bytes) * limits.sms
             : 0;
-  return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident};
+  return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident, p.splits,
+          p.classes};
 }
 
 // block_rows other than cuda::kSumRows is a wrong launch configuration, for
@@ -269,7 +275,8 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
   // merged grid of a bidirectional layer's two directions is refused.
   m.def(
       "set_persistent_config(bool enabled, int sms=4, int smem_bytes=49152, int threads=64, "
-      "int resident=0, bool weak_memory=True, bool refuse_pairs=False) -> ()");
+      "int resident=0, bool weak_memory=True, bool refuse_pairs=False, int register_cache=-1) "
+      "-> ()");
   m.def(
       "persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
       "ScalarType dtype, str device) -> int[]");
