@@ -102,17 +102,19 @@ def test_larger_batch_than_a_tile_and_more_blocks_than_warps():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype,cache", [
-    (dtype, cache) for dtype in (torch.float64, torch.bfloat16) for cache in (0, 1, -1)] + [
-    (torch.float32, 1)], ids=str)
+    (dtype, cache) for dtype in (torch.float64, torch.bfloat16) for cache in (0, 7, -1)] + [
+    (torch.float32, 7)], ids=str)
 def test_register_cache_and_split_products(mode, dtype, cache):
-    # 8 warps a block and 12 units a block: the backward's few weight rows (and
-    # the forward's for the RNN) leave warps over, which split K; each lane
-    # keeps none, one or all of its first item's weights in registers.
+    # 8 warps a block and 12 units a block: the backward's 3 row groups leave
+    # warps over for slices of K (bf16: one row group of 16, more slices); each
+    # lane keeps none, 7 (in fp64's forward its first item's 5 chunks and 2 of
+    # its second's) or all of its items' weights in registers.
     H, size = 140, (3, 3, 5, 140)
     configure("grid", mode, H, 3, dtype, sms=12, threads=256, register_cache=cache)
     plans = [SIMT.persistent_plan(bwd, _ops.MODE_IDS[mode], H, 3, False, dtype, "emulated")
              for bwd in (False, True)]
-    assert plans[1][7] > 1, "the backward's product should split K here"
+    if mode in ("LSTM", "GRU"):  # K = G * H: the backward's product splits it
+        assert plans[1][7] > 1
     # float32 sums of 140 products in another order than the CPU's
     tol = 1e-4 if dtype == torch.float32 else TOLERANCE[dtype]
     for reverse in (False, True):
@@ -143,7 +145,8 @@ MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATI
         "if (rk_mutation() != 2) __threadfence();\n    atomicAdd(counter, 1u);")],
     "cuda/persistent_common.h": [
         ("__shfl_xor_sync(0xffffffffu, v, offset)",
-         "__shfl_xor_sync(0xffffffffu, v, rk_mutation() == 3 && offset == 1 ? 0 : offset)"),
+         "__shfl_xor_sync(0xffffffffu, v, rk_mutation() == 3 && offset == 1 ? 0 : offset)")],
+    "cuda/onchip_product.h": [
         # the weights read from shared memory after the cached ones one chunk off
         ("k = k0 + lane + 32 * own;", "k = k0 + lane + 32 * (own + (rk_mutation() == 5));"),
         # the last split's partial sums left out

@@ -22,7 +22,7 @@ def plan(mode, H, B, dtype=torch.float32, device="H100", backward=False, proj=Fa
     used, blocks, units, threads, tile, smem, resident, splits, classes = SIMT.persistent_plan(
         backward, _ops.MODE_IDS[mode], H, B, proj, dtype, device)
     return dict(used=bool(used), blocks=blocks, units=units, threads=threads, tile=tile,
-                smem=smem, resident=resident)
+                smem=smem, resident=resident, splits=splits, classes=classes)
 
 
 def test_tiers():
@@ -50,6 +50,25 @@ def test_tile_shrinks_before_giving_up():
     p = plan("LSTM", 1024, 16, backward=True)
     assert p["used"] and p["tile"] < 16 and p["smem"] <= 227 * 1024
     assert plan("LSTM", 1024, 16)["tile"] == 16
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("H", [256, 768, 1024])
+def test_products_split_k_where_rows_are_few(mode, H, dtype):
+    # The backward holds U <= 8 rows a block (fp32: 2 row groups of 4; tensor
+    # cores: one of 16): its product splits K over the warps, on tensor cores
+    # (where a warp's mma.sync chain is serial) into at least 4 slices.
+    for B in (1, 16):
+        p = plan(mode, H, B, dtype, backward=True)
+        if not p["used"] or p["blocks"] == 1:
+            continue
+        assert p["units"] <= 8
+        assert p["splits"] >= (4 if dtype == torch.bfloat16 else 2), (B, p)
+    # The forward of LSTM H=768 in fp32 (6 row groups of 4 over 4 schedulers)
+    # does not split; its backward (2 row groups, K = 3072) does.
+    assert plan("LSTM", 768, 1)["splits"] == 1
+    assert plan("LSTM", 768, 1, backward=True)["splits"] == 2
 
 
 GPU_GRID = list(itertools.product(_ops.MODE_IDS, [256, 768, 1024], [1, 8, 16, 64, 256],

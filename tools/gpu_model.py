@@ -49,16 +49,16 @@ def fma_product(rows, K, B, s, tile, splits, classes, cache):
     items = groups * splits * classes
     slice_ = math.ceil(K / splits)
     iters = math.ceil(slice_ / 32)  # per lane, per group of BATCH_BLOCK rows of h
-    cached = min(iters, CACHE_CHUNKS) / iters if cache else 0.0
+    per_warp = math.ceil(items / WARPS)
+    # the registers hold a warp's items' weights in order, up to CACHE_CHUNKS per lane
+    cached = min(1.0, CACHE_CHUNKS / (per_warp * iters)) if cache else 0.0
     blocks_of_b = math.ceil(B / BATCH_BLOCK)
     per = batch_blocks(B, tile, BATCH_BLOCK, classes)
-    # 16 FMAs, 4 loads of h, 4 of weights unless cached; 16 warp sums of 5 shuffles and adds
-    per_item = [per * (iters * (20 + 4 * (1 - (cached if first else 0.0))) + 160)
-                for first in (True, False)]
-    first_items = min(items, WARPS)
-    total = first_items * per_item[0] + (items - first_items) * per_item[1]
-    busiest = per_item[0] + (math.ceil(items / WARPS) - 1) * per_item[1]
-    w_bytes = rows * K * s * blocks_of_b * (1 - cached * first_items / items)
+    # 16 FMAs, 4 loads of h, 4 of weights unless cached; 4 rows x min(B, 4) warp sums of 5
+    # shuffles and adds
+    per_item = per * (iters * (20 + 4 * (1 - cached)) + 40 * min(B, BATCH_BLOCK))
+    total, busiest = items * per_item, per_warp * per_item
+    w_bytes = rows * K * s * blocks_of_b * (1 - cached)
     x_bytes = groups * B * K * 4
     return max(total / SCHEDULERS, busiest), w_bytes + x_bytes
 
@@ -75,11 +75,10 @@ def mma_product(rows, K, B, tile, splits, classes, cache, d):
         steps = math.ceil(K / splits / 16)
         items = groups * splits * classes
         per_item = batch_blocks(B, tile, 8, classes) * steps
-        cached = min(steps, CACHE_STEPS) / steps if cache else 0.0
-    first_items = min(items, WARPS)
+        cached = min(1.0, CACHE_STEPS / (math.ceil(items / WARPS) * steps)) if cache else 0.0
     chain = math.ceil(items / WARPS) * per_item * MMA_LATENCY
     mmas = items * per_item
-    w_bytes = mmas * 512 * (1 - cached * first_items / items)
+    w_bytes = mmas * 512 * (1 - cached)
     x_bytes = mmas * 256
     return max(chain, mmas / d["mma_pc"]), w_bytes + x_bytes
 

@@ -24,6 +24,7 @@
 
 #include "../core/step_elements.h"
 #include "grid_sync.h"
+#include "onchip_product.h"
 #include "persistent_common.h"
 #include "tensor_core.h"
 

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 
+#include "onchip_product.h"
 #include "persistent_common.h"
 
 namespace rnnkern {

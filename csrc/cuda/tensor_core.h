@@ -12,7 +12,7 @@
 #include <type_traits>
 
 #include "../core/macros.h"
-#include "persistent_common.h"
+#include "onchip_product.h"
 #include "shared_memory.h"
 
 namespace rnnkern {
@@ -57,19 +57,19 @@ RK_DEVICE_INLINE uint32_t pair_at(const T* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-// Loads the tensor-core product's register cache, the A fragments of this
-// warp's first item (zeros where it has none); returns how many are used.
+// Loads the tensor-core product's register cache: fragment j is k-step
+// j % n of this warp's item j / n, n = slice / 16 (zeros past its items);
+// returns how many are used.
 template <typename T, int S>
 RK_DEVICE_INLINE int load_mma_cache(const T* w, int64_t K, const ProductSplit& ps, int64_t cap,
                                     uint32_t (&cache)[S][4]) {
   const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, q = lane % 4;
-  const int64_t item = threadIdx.x / 32;
-  const int64_t m0 = ps.group(item) * 16, k0 = ps.split(item) * ps.slice;
-  const int64_t k1 = K < k0 + ps.slice ? K : k0 + ps.slice;
-  const bool has = item < ps.items();
+  const int64_t per_item = ps.slice / 16;
   RK_UNROLL for (int j = 0; j < S; ++j) {
-    const int64_t kk = k0 + 16 * j;
-    const bool in = has && j < cap && kk < k1;
+    const int64_t item = ps.item_of(threadIdx.x / 32, j / per_item);
+    const int64_t m0 = ps.group(item) * 16, k0 = ps.split(item) * ps.slice;
+    const int64_t kk = k0 + 16 * (j % per_item);
+    const bool in = j < cap && item < ps.items() && kk < (K < k0 + ps.slice ? K : k0 + ps.slice);
     const T* wg = w + (m0 + g) * K + 2 * q + kk;
     cache[j][0] = in ? pair_at(wg) : 0u;
     cache[j][1] = in ? pair_at(wg + 8 * K) : 0u;
@@ -84,27 +84,28 @@ RK_DEVICE_INLINE int load_mma_cache(const T* w, int64_t K, const ProductSplit& p
 // and n < nb. w is [rows_p, K] and x [8 * ceil(nb / 8), K] in shared memory,
 // zero-padded (rows_p and K multiples of 16); a warp per item (16 weight rows
 // times a slice of K times a class of 8-row blocks of x, as ProductSplit
-// deals them), walking the slice 16 at a time for each block of x, its first
-// item's first `cached` fragments from `cache`.
+// deals them), walking the slice 16 at a time for each block of x, the first
+// `cached` fragments of its items from `cache`.
 template <typename T, int S>
 RK_DEVICE_INLINE void block_matvec_mma(const T* w, int64_t K, const ProductSplit& ps,
                                        const uint32_t (&cache)[S][4], int cached, const T* x,
                                        int64_t nb, float* out, int64_t ld_out, int64_t rows,
                                        int64_t split_stride) {
   const int lane = static_cast<int>(threadIdx.x % 32), g = lane / 4, q = lane % 4;
-  const int64_t warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  for (int64_t item = warp; item < ps.items(); item += warps) {
+  const int64_t per_item = ps.slice / 16;
+  int64_t i = 0;
+  for (int64_t item = threadIdx.x / 32; item < ps.items(); item = ps.item_of(item, 1), ++i) {
     const int64_t m0 = ps.group(item) * 16, k0 = ps.split(item) * ps.slice;
     const int64_t k1 = K < k0 + ps.slice ? K : k0 + ps.slice;
-    const int own = item == warp ? cached : 0;  // fragments of this item in `cache`
+    const int64_t base = i * per_item, own = cached_in_item(cached, i, per_item);
     float* part = out + ps.split(item) * split_stride;
     const T* wg = w + (m0 + g) * K + 2 * q;
     for (int64_t n0 = ps.batch_class(item) * 8; n0 < nb; n0 += ps.classes * 8) {
       float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const T* xg = x + (n0 + g) * K + 2 * q;
       RK_UNROLL for (int j = 0; j < S; ++j) {
-        const int64_t kk = k0 + 16 * j;
-        if (j < own && kk < k1) {  // uniform per warp, as mma.sync needs
+        const int64_t kk = k0 + 16 * (j - base);
+        if (j >= base && j - base < own && kk < k1) {  // uniform per warp, as mma.sync needs
           const uint32_t b[2] = {pair_at(xg + kk), pair_at(xg + kk + 8)};
           mma_16x8x16<T>(cache[j], b, c);
         }
@@ -115,9 +116,9 @@ RK_DEVICE_INLINE void block_matvec_mma(const T* w, int64_t K, const ProductSplit
         const uint32_t b[2] = {pair_at(xg + kk), pair_at(xg + kk + 8)};
         mma_16x8x16<T>(a, b, c);
       }
-      RK_UNROLL for (int i = 0; i < 4; ++i) {
-        const int64_t r = m0 + g + (i >= 2 ? 8 : 0), n = n0 + 2 * q + (i % 2);
-        if (r < rows && n < nb) part[n * ld_out + r] = c[i];
+      RK_UNROLL for (int e = 0; e < 4; ++e) {
+        const int64_t r = m0 + g + (e >= 2 ? 8 : 0), n = n0 + 2 * q + (e % 2);
+        if (r < rows && n < nb) part[n * ld_out + r] = c[e];
       }
     }
   }
