@@ -155,6 +155,8 @@ MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATI
         ("cache[j][1] = in ? pair_at(wg + 8 * K)",
          "cache[j][1] = in ? pair_at(wg + (rk_mutation() == 4 ? 8 : 8 * K))"),
         ("pair_at(wg + 8 * K + kk)", "pair_at(wg + (rk_mutation() == 7 ? 8 : 8 * K) + kk)")],
+    "cuda/persistent_wavefront.h": [  # every layer at the same step, not a step behind
+        ("const int64_t t = s - layer;", "const int64_t t = s - (rk_mutation() == 8 ? 0 : layer);")],
 }
 MUTATION_HEADER = """#pragma once
 #include <cstdlib>
@@ -243,6 +245,26 @@ def test_planted_bugs_are_caught(mutant):
     big = dict(seeds=range(1, 3), H=140, threads=256, sms=12, backward=True)
     assert caught(mutant, 0, **big) == 0
     assert caught(mutant, 6, **big) > 0, "a split's partial sums left out went unnoticed"
+    assert not wavefront_caught(mutant, 0)
+    assert wavefront_caught(mutant, 8), "layers of a wavefront in step went unnoticed"
+
+
+def wavefront_caught(ops, mutation):
+    """Whether a 3-layer stack's forward on the mutant differs from the CPU op's."""
+    os.environ["RNNKERN_MUTATION"] = str(mutation)
+    try:
+        configure_wavefront("LSTM", 21, 3, 3, ops=ops)
+        args = _one_direction_stack("LSTM", 5, 3, 4, 21, 3, False, 0.0)
+        want = _ops.stack_forward(*args)
+        try:
+            got = ops.stack_forward(*args)
+        except RuntimeError:
+            return True
+        return not all(torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+                       for a, b in zip(want[:3], got[:3]))
+    finally:
+        os.environ["RNNKERN_MUTATION"] = "0"
+        ops.set_persistent_config(False)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -325,3 +347,100 @@ def test_stack_backward_pairs_each_bidirectional_layer(mode):
     want = _ops.stack_backward(*backward_args)
     for a, b in zip((*got[:3], *got[3]), (*want[:3], *want[3])):
         torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-9)
+
+
+# ---- stacked layers as a wavefront in one launch ----------------------------
+
+def configure_wavefront(mode, H, B, layers, per_layer=2, threads=64, ops=SIMT):
+    """An emulated device on which the float stack's layers run as one grid of
+    `per_layer` blocks each."""
+    for smem in [BIG >> s for s in range(1, 16)]:
+        ops.set_persistent_config(True, layers * per_layer, smem, threads)
+        used, blocks = ops.wavefront_plan(_ops.MODE_IDS[mode], H, B, layers)
+        if used and blocks == per_layer:
+            return
+    raise AssertionError(f"no emulated device runs {mode} H={H} as a wavefront")
+
+
+def _one_direction_stack(mode, T, B, I, H, L, packed, dropout, seed=5):
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=gen) * 0.5  # noqa: E731
+    weights = []
+    for layer in range(L):
+        weights += [rand(G * H, I if layer == 0 else H), rand(G * H, H), rand(G * H),
+                    rand(G * H), None]
+    if packed:
+        batch_sizes = torch.tensor([B] * 2 + [B - 1] * (T - 3) + [1])
+        x = rand(int(batch_sizes.sum()), I)
+    else:
+        batch_sizes, x = None, rand(T, B, I)
+    cx = rand(L, B, H) if mode == "LSTM" else None
+    return (_ops.MODE_IDS[mode], x, batch_sizes, rand(L, B, H), cx, weights, L, False, dropout,
+            True)
+
+
+def _stack_forward_and_backward(ops, args, B):
+    torch.manual_seed(11)  # the same dropout noise for both
+    output, h_n, c_n, saved = ops.stack_forward(*args)
+    gen = torch.Generator().manual_seed(2)
+    grads = [torch.randn(t.shape, generator=gen).to(t.dtype) if t.numel() else None
+             for t in (output, h_n, c_n)]
+    backward_args = (args[0], args[1], args[2], args[5], output, saved, *grads, *args[6:9], B,
+                     [True, True, True, True])
+    got = ops.stack_backward(*backward_args)
+    return (output, h_n, c_n), (*got[:3], *got[3])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_stack_runs_as_a_wavefront_in_one_launch(mode, packed, dropout):
+    T, B, I, H, L = 6, 3, 5, 21, 3
+    configure_wavefront(mode, H, B, L)
+    SIMT.set_launch_config(256, 4096, 7)
+    args = _one_direction_stack(mode, T, B, I, H, L, packed, dropout)
+    before = SIMT.persistent_launches()
+    torch.manual_seed(11)
+    SIMT.stack_forward(*args)
+    assert SIMT.persistent_launches() - before == 1, "the whole stack's forward is one launch"
+    assert_as_close_as_the_cpu(args, B)
+
+
+def assert_as_close_as_the_cpu(args, B):
+    """The emulated GPU's float32 results are about as close to float64 ones
+    (the CPU op's) as the CPU op's float32 results (within 4x + 1e-5): the
+    tanh RNN's 3-layer gradients differ from the exact ones by 1e-4 on both."""
+    double = [t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+              for t in args]
+    double[5] = [w.double() if w is not None else None for w in args[5]]
+    exact = _stack_forward_and_backward(_ops, tuple(double), B)
+    want = _stack_forward_and_backward(_ops, args, B)
+    got = _stack_forward_and_backward(SIMT, args, B)
+    for e, w, g in zip(sum(exact, ()), sum(want, ()), sum(got, ())):
+        if e is None or not e.numel():
+            continue
+        cpu_error = (w.double() - e).abs().max().item()
+        assert (g.double() - e).abs().max().item() <= 4 * cpu_error + 1e-5
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_refused_wavefront_runs_layer_by_layer(dropout):
+    # A device that refuses grids of more than 2 blocks, with shared memory
+    # for one layer's W_hh in one block but not beside its W_ih: the stack's
+    # grid of 2 x 2 is refused, and each layer runs its own one-block launch.
+    T, B, I, H, L = 4, 2, 3, 21, 2
+    gru = _ops.MODE_IDS["GRU"]
+    for size in range(4096, 1 << 16, 512):
+        SIMT.set_persistent_config(True, 2 * L, size, 64, max_grid=2)
+        if SIMT.wavefront_plan(gru, H, B, L) == [1, 2] and \
+                SIMT.persistent_plan(False, gru, H, B, False, torch.float32, "emulated")[1] == 1:
+            break
+    else:
+        raise AssertionError("no such emulated device")
+    args = _one_direction_stack("GRU", T, B, I, H, L, False, dropout)
+    before = SIMT.persistent_launches()
+    torch.manual_seed(11)
+    SIMT.stack_forward(*args)
+    assert SIMT.persistent_launches() - before == L
+    assert_as_close_as_the_cpu(args, B)

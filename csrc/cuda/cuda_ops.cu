@@ -16,7 +16,7 @@
 #include "../core/stack_op.h"
 #include "kernels.h"
 #include "launch_config.h"
-#include "persistent_launch.h"
+#include "persistent_backend.h"
 
 #include <algorithm>
 #include <cstdlib>

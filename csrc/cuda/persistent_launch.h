@@ -24,7 +24,7 @@
 
 #include "../core/driver.h"
 #include "../core/generic_backend.h"
-#include "persistent.h"
+#include "persistent_backward.h"
 #include "persistent_plan.h"
 
 namespace rnnkern {
@@ -152,13 +152,13 @@ bool launch_or_pair(void (*single)(Args), void (*pair_kernel)(Args, Args, int64_
 
 template <class Device, typename T>
 PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& seq,
-                        bool projection, int64_t sm_share = 1) {
+                        bool projection, int64_t sm_share = 1, int64_t operand_sets = 1) {
   if (!Device::enabled() || seq.steps == 0) return {};
   DeviceLimits limits = Device::limits();
   limits.sms = std::max<int64_t>(1, limits.sms / sm_share);
   PersistentPlan plan =
       plan_persistent(backward, dims.mode, dims.hidden, seq.batch, projection, sizeof(T),
-                      sizeof(at::opmath_type<T>), limits, Device::max_threads());
+                      sizeof(at::opmath_type<T>), limits, Device::max_threads(), operand_sets);
   if (plan.use && !barrier_count_fits(seq.steps, plan.blocks)) plan.use = false;
   plan.cache = std::min(plan.cache, Device::cache_cap());
   return plan;
@@ -216,45 +216,6 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
   });
   return launched;
 }
-
-// What a backend running the persistent kernels shares (the CUDA backend and
-// its CPU emulation): they as its whole-sequence algorithm, the generic
-// per-step loop (of Self) otherwise and as the fallback of a waiting launch,
-// and the two directions of a bidirectional layer one after the other, their
-// forward kernels, and their backward loops, merged into one grid where they
-// fit side by side.
-template <class Self, class Device>
-struct PersistentBackend : GenericLoopBackend {
-  template <typename T>
-  static bool forward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                               const ForwardBuffers<T>& buf) {
-    return persistent_forward<Device>(dims, seq, reverse, buf, [dims, seq, reverse, buf] {
-      forward_steps<Self, T>(dims, seq, reverse, buf);
-    });
-  }
-  template <typename T>
-  static bool backward_sequence(const LayerDims& dims, const SeqLayout& seq, bool reverse,
-                                const BackwardBuffers<T>& buf) {
-    return persistent_backward<Device>(dims, seq, reverse, buf, [dims, seq, reverse, buf] {
-      backward_steps<Self, T>(dims, seq, reverse, buf);
-    });
-  }
-  static void hold(std::initializer_list<at::Tensor> buffers) { hold_for_pair(buffers); }
-  template <typename F>
-  static void both_directions(const F& body) {
-    PairedScope pair;
-    body(0);
-    body(1);
-    pair.close();
-  }
-  // The two loops paired, then the gradients that need them.
-  template <typename Loop, typename Finish>
-  static void both_directions_backward(const Loop& loop, const Finish& finish) {
-    both_directions(loop);
-    finish(0);
-    finish(1);
-  }
-};
 
 }  // namespace cuda
 }  // namespace rnnkern

@@ -80,11 +80,14 @@ inline int64_t blocks_per_sm(const DeviceLimits& d, int64_t threads, int64_t reg
 }
 
 // mode, H, batch B, element and accumulator sizes in bytes; `threads` caps the
-// block size (kPersistentThreads on a GPU; fewer in the emulation's tests).
+// block size (kPersistentThreads on a GPU; fewer in the emulation's tests);
+// `operand_sets`: 2 where a block also keeps its units' rows of W_ih (the
+// wavefront's layers above the first, input size H).
 inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, int64_t batch,
                                       bool projection, int64_t elem_bytes, int64_t acc_bytes,
                                       const DeviceLimits& d,
-                                      int64_t threads = kPersistentThreads) {
+                                      int64_t threads = kPersistentThreads,
+                                      int64_t operand_sets = 1) {
   PersistentPlan plan;
   if (projection) {
     plan.why = "proj_size";
@@ -103,9 +106,10 @@ inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, 
   plan.threads = std::max<int64_t>(32, std::min<int64_t>(threads, kPersistentThreads) / 32 * 32);
   // 16-bit weights take the tensor-core product (tensor_core.h).
   auto bytes = [&](int64_t units, int64_t t) {
-    return SmemLayout(backward, hidden, G, units, t, elem_bytes, acc_bytes, elem_bytes == 2,
-                      plan.threads)
-        .bytes;
+    const int64_t one = SmemLayout(backward, hidden, G, units, t, elem_bytes, acc_bytes,
+                                   elem_bytes == 2, plan.threads)
+                            .bytes;
+    return operand_sets == 1 ? one : operand_sets * SmemLayout::round_up(one, 16);
   };
   int64_t units = hidden;  // one block, if it fits
   if (bytes(units, tile) > d.smem_per_block) units = (hidden + d.sms - 1) / d.sms;

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "../cuda/launch_config.h"
-#include "../cuda/persistent_launch.h"
+#include "../cuda/persistent_backend.h"
 #include "../core/aten_gemm.h"
 #include "../core/generic_backend.h"
 #include "../core/bidirectional_op.h"
@@ -47,6 +47,7 @@ struct PersistentConfig {
   int64_t launches = 0;  // persistent kernels run so far
   bool refuse_pairs = false;  // as a GPU too busy for both directions' grid at once
   int64_t cache = cuda::kCacheAll;  // weight chunks a lane may keep in registers
+  int64_t max_grid = 0;  // larger grids are refused, as by a busy GPU (0: none)
 };
 
 PersistentConfig& persistent_config() {
@@ -74,7 +75,8 @@ struct EmulatedDevice {
   template <typename Args>
   static bool launch(void (*kernel)(Args), const cuda::PersistentPlan& plan, const Args& args) {
     const int64_t resident = resident_for(plan, plan.blocks);
-    if (resident == 0) return false;
+    const int64_t max_grid = persistent_config().max_grid;
+    if (resident == 0 || (max_grid > 0 && plan.blocks > max_grid)) return false;
     simt::launch_cooperative(static_cast<uint64_t>(resident), kernel, dim3(plan.blocks),
                              dim3(plan.threads), plan.smem_bytes, args);
     ++persistent_config().launches;
@@ -155,7 +157,7 @@ void set_launch_config(int64_t threads, int64_t max_blocks, int64_t schedule_see
 
 void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_t threads,
                            int64_t resident, bool weak_memory, bool refuse_pairs,
-                           int64_t register_cache) {
+                           int64_t register_cache, int64_t max_grid) {
   TORCH_CHECK(sms >= 1 && smem_bytes >= 1 && threads >= 32 && threads % 32 == 0 &&
                   threads <= cuda::kPersistentThreads && resident >= 0,
               "rnnkern_simt: bad persistent-kernel configuration");
@@ -168,6 +170,7 @@ void set_persistent_config(bool enabled, int64_t sms, int64_t smem_bytes, int64_
   config.resident = resident;
   config.refuse_pairs = refuse_pairs;
   config.cache = register_cache < 0 ? cuda::kCacheAll : register_cache;
+  config.max_grid = max_grid;
   simt::set_weak_memory(weak_memory);
 }
 
@@ -211,6 +214,15 @@ std::vector<int64_t> persistent_plan(bool backward, int64_t mode, int64_t hidden
             : 0;
   return {p.use, p.blocks, p.units, p.threads, p.tile, p.smem_bytes, resident, p.splits,
           p.classes};
+}
+
+// The wavefront's plan for a float stack of `layers` layers of H units on the
+// emulated device: [used, blocks per layer].
+std::vector<int64_t> wavefront_plan(int64_t mode, int64_t hidden, int64_t batch, int64_t layers) {
+  TORCH_CHECK(hidden >= 1 && batch >= 1 && layers >= 1, "rnnkern_simt: bad wavefront shape");
+  const cuda::PersistentPlan p = cuda::plan_wavefront<EmulatedDevice, float>(
+      LayerDims{checked_mode(mode), hidden, hidden}, SeqLayout::dense(1, batch), layers);
+  return {p.use, p.blocks};
 }
 
 // block_rows other than cuda::kSumRows is a wrong launch configuration, for
@@ -275,12 +287,13 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
   // merged grid of a bidirectional layer's two directions is refused.
   m.def(
       "set_persistent_config(bool enabled, int sms=4, int smem_bytes=49152, int threads=64, "
-      "int resident=0, bool weak_memory=True, bool refuse_pairs=False, int register_cache=-1) "
-      "-> ()");
+      "int resident=0, bool weak_memory=True, bool refuse_pairs=False, int register_cache=-1, "
+      "int max_grid=0) -> ()");
   m.def(
       "persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
       "ScalarType dtype, str device) -> int[]");
   m.def("persistent_launches() -> int");
+  m.def("wavefront_plan(int mode, int hidden, int batch, int layers) -> int[]");
   m.def("grid_barrier_run(int blocks, int threads, int steps) -> ()");
 }
 
@@ -303,6 +316,7 @@ RNNKERN_LIBRARY_IMPL(RNNKERN_SIMT_OPS, CompositeExplicitAutograd, m) {
   m.impl("set_persistent_config", &simt_ops::set_persistent_config);
   m.impl("persistent_plan", &simt_ops::persistent_plan);
   m.impl("persistent_launches", &simt_ops::persistent_launches);
+  m.impl("wavefront_plan", &simt_ops::wavefront_plan);
   m.impl("grid_barrier_run", &simt_ops::grid_barrier_run);
 }
 
