@@ -89,3 +89,25 @@ def test_every_planned_grid_fits_the_device(mode, H, B, dtype, device, backward)
     assert p["blocks"] <= p["resident"], "the grid barrier needs every block co-resident"
     # 1024 steps of one barrier each fit the 32-bit barrier counter
     assert 1024 * p["blocks"] < 2 ** 32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_wavefront_plans(device):
+    # A float stack's layers in one grid: each layer on its share of the SMs
+    # with W_ih beside W_hh, all layers' blocks at most one per SM; not taken
+    # where that would shrink the rows per pass below a single layer's.
+    sms, smem_per_block = DEVICES[device]
+    for mode, H, B, layers in itertools.product(_ops.MODE_IDS, [64, 256, 768], [1, 16], [2, 3]):
+        used, blocks, units, tile, splits, classes = SIMT.wavefront_plan(
+            _ops.MODE_IDS[mode], H, B, layers, device)
+        if not used:
+            continue
+        assert layers * blocks <= sms and blocks * units >= H
+        alone = plan(mode, H, B, torch.float32, device)
+        assert alone["used"] and tile == alone["tile"]
+    # LSTM H=256, 3 layers: a third of the SMs each (H100 44: 6 units a block;
+    # A100 36: 8); GRU H=768, B=16, 2 layers: the tile would shrink.
+    lstm, gru = _ops.MODE_IDS["LSTM"], _ops.MODE_IDS["GRU"]
+    assert SIMT.wavefront_plan(lstm, 256, 1, 3, device)[:3] == \
+        ([1, 43, 6] if device == "H100" else [1, 32, 8])
+    assert not SIMT.wavefront_plan(gru, 768, 16, 2, device)[0]

@@ -106,6 +106,27 @@ def predict(mode, H, B, dtype, device, backward=False, first_version=False):
                 total_us=product_us + exchange_us + barrier_us)
 
 
+def predict_wavefront(mode, H, B, device, layers, steps=100):
+    """A float stack of `layers` layers in one launch (persistent_wavefront.h):
+    each layer on its share of the SMs, with its W_ih rows beside W_hh's;
+    per wavefront step two products, the exchange of h and of the input, one
+    barrier; `steps` steps take steps + layers - 1 wavefront steps. Against
+    the same layers one launch after another."""
+    used, blocks, units, tile, splits, classes = SIMT.wavefront_plan(
+        _ops.MODE_IDS[mode], H, B, layers, device)
+    single = predict(mode, H, B, "fp32", device)
+    if not used or single is None:
+        return None
+    d = DEVICES[device]
+    rows, s = GATES[mode] * units, 4
+    clocks, smem_bytes = fma_product(rows, H, B, s, tile, splits, classes, True)
+    product_us = 2 * max(clocks, smem_bytes / d["smem_bpc"]) / (d["ghz"] * 1e3)
+    exchange_us = d["l2_us"] + 2 * B * H * s / (d["l2_gbps"] * 1e9) * 1e6
+    step_us = product_us + exchange_us + d["barrier_us"]
+    return dict(blocks=blocks, step_us=step_us, wavefront_us=(steps + layers - 1) * step_us,
+                layers_us=layers * steps * single["total_us"])
+
+
 def main():
     print("| mode | dtype | H | B | device | blocks | W_hh per block KiB | product µs fwd "
           "(first version) | exchange µs | barrier µs | predicted µs/step fwd | bwd "
@@ -130,6 +151,25 @@ def main():
                               f"{f['on_chip_kib']} | {f['product_us']:.2f} "
                               f"({f1['product_us']:.2f}) | {f['exchange_us']:.2f} | "
                               f"{f['barrier_us']:.1f} | {f['total_us']:.1f} | {bwd} |")
+
+
+    print()
+    print("| mode | H | B | layers | device | blocks per layer | µs per wavefront step "
+          "| T = 100, µs: one launch | layer by layer |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode in ("LSTM", "GRU"):
+        for H in (256, 768):
+            for B in (1, 16):
+                for layers in (2, 3):
+                    for device in DEVICES:
+                        w = predict_wavefront(mode, H, B, device, layers)
+                        if w is None:
+                            print(f"| {mode} | {H} | {B} | {layers} | {device} | not taken "
+                                  "| — | — | — |")
+                            continue
+                        print(f"| {mode} | {H} | {B} | {layers} | {device} | {w['blocks']} | "
+                              f"{w['step_us']:.1f} | {w['wavefront_us']:.0f} | "
+                              f"{w['layers_us']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,16 @@
 namespace rnnkern {
 namespace cuda {
 
-// Each layer planned for its share of the SMs, with W_ih's rows beside W_hh's.
+// Each layer planned for its share of the SMs, with W_ih's rows beside W_hh's;
+// not taken where that leaves a smaller tile of rows per pass than a layer
+// alone would have (passes of few rows cost more than the launches saved).
 template <class Device, typename T>
 PersistentPlan plan_wavefront(const LayerDims& dims, const SeqLayout& seq, int64_t layers) {
   PersistentPlan plan = plan_for<Device, T>(false, dims, seq, false, layers, 2);
-  if (plan.use && !barrier_count_fits(seq.steps + layers - 1, plan.blocks * layers)) {
+  if (!plan.use) return plan;
+  const PersistentPlan alone = plan_for<Device, T>(false, dims, seq, false);
+  if (!barrier_count_fits(seq.steps + layers - 1, plan.blocks * layers) || !alone.use ||
+      plan.tile < alone.tile) {
     plan.use = false;
   }
   return plan;
