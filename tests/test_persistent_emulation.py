@@ -155,8 +155,13 @@ MUTATIONS = {  # file: (text, replacement); the replacement reads RNNKERN_MUTATI
         ("cache[j][1] = in ? pair_at(wg + 8 * K)",
          "cache[j][1] = in ? pair_at(wg + (rk_mutation() == 4 ? 8 : 8 * K))"),
         ("pair_at(wg + 8 * K + kk)", "pair_at(wg + (rk_mutation() == 7 ? 8 : 8 * K) + kk)")],
-    "cuda/persistent_wavefront.h": [  # every layer at the same step, not a step behind
-        ("const int64_t t = s - layer;", "const int64_t t = s - (rk_mutation() == 8 ? 0 : layer);")],
+    "cuda/persistent_wavefront.h": [
+        # every layer at the same step, not a step behind
+        ("const int64_t t = s - layer;", "const int64_t t = s - (rk_mutation() == 8 ? 0 : layer);"),
+        # backward: a layer one step behind the one above, not two (no barrier
+        # between the gradient of its output written and read)
+        ("lag = 2 * (a.count - 1 - layer);",
+         "lag = (rk_mutation() == 9 ? 1 : 2) * (a.count - 1 - layer);")],
 }
 MUTATION_HEADER = """#pragma once
 #include <cstdlib>
@@ -247,21 +252,27 @@ def test_planted_bugs_are_caught(mutant):
     assert caught(mutant, 6, **big) > 0, "a split's partial sums left out went unnoticed"
     assert not wavefront_caught(mutant, 0)
     assert wavefront_caught(mutant, 8), "layers of a wavefront in step went unnoticed"
+    assert wavefront_caught(mutant, 9), "a backward wavefront's missing barrier went unnoticed"
 
 
 def wavefront_caught(ops, mutation):
-    """Whether a 3-layer stack's forward on the mutant differs from the CPU op's."""
+    """Whether a 3-layer stack's forward or backward on the mutant differs
+    from the CPU op's (in some of 3 schedules)."""
     os.environ["RNNKERN_MUTATION"] = str(mutation)
     try:
         configure_wavefront("LSTM", 21, 3, 3, ops=ops)
         args = _one_direction_stack("LSTM", 5, 3, 4, 21, 3, False, 0.0)
-        want = _ops.stack_forward(*args)
-        try:
-            got = ops.stack_forward(*args)
-        except RuntimeError:
-            return True
-        return not all(torch.allclose(a, b, atol=1e-4, rtol=1e-4)
-                       for a, b in zip(want[:3], got[:3]))
+        want = sum(_stack_forward_and_backward(_ops, args, 3), ())
+        for seed in range(1, 4):
+            ops.set_launch_config(256, 4096, seed)
+            try:
+                got = sum(_stack_forward_and_backward(ops, args, 3), ())
+            except RuntimeError:
+                return True
+            if not all(a is None or torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+                       for a, b in zip(want, got)):
+                return True
+        return False
     finally:
         os.environ["RNNKERN_MUTATION"] = "0"
         ops.set_persistent_config(False)
@@ -404,7 +415,9 @@ def test_stack_runs_as_a_wavefront_in_one_launch(mode, packed, dropout):
     torch.manual_seed(11)
     SIMT.stack_forward(*args)
     assert SIMT.persistent_launches() - before == 1, "the whole stack's forward is one launch"
+    before = SIMT.persistent_launches()
     assert_as_close_as_the_cpu(args, B)
+    assert SIMT.persistent_launches() - before == 2, "its forward and backward: one launch each"
 
 
 def assert_as_close_as_the_cpu(args, B):
@@ -428,7 +441,8 @@ def assert_as_close_as_the_cpu(args, B):
 def test_refused_wavefront_runs_layer_by_layer(dropout):
     # A device that refuses grids of more than 2 blocks, with shared memory
     # for one layer's W_hh in one block but not beside its W_ih: the stack's
-    # grid of 2 x 2 is refused, and each layer runs its own one-block launch.
+    # grids of 2 x 2 (forward and backward) are refused, and each layer runs
+    # its own launches.
     T, B, I, H, L = 4, 2, 3, 21, 2
     gru = _ops.MODE_IDS["GRU"]
     for size in range(4096, 1 << 16, 512):
@@ -443,4 +457,6 @@ def test_refused_wavefront_runs_layer_by_layer(dropout):
     torch.manual_seed(11)
     SIMT.stack_forward(*args)
     assert SIMT.persistent_launches() - before == L
+    before = SIMT.persistent_launches()
     assert_as_close_as_the_cpu(args, B)
+    assert SIMT.persistent_launches() - before == 2 * L

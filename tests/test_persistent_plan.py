@@ -93,17 +93,19 @@ def test_every_planned_grid_fits_the_device(mode, H, B, dtype, device, backward)
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_wavefront_plans(device):
-    # A float stack's layers in one grid: each layer on its share of the SMs
-    # with W_ih beside W_hh, all layers' blocks at most one per SM; not taken
-    # where that would shrink the rows per pass below a single layer's.
+    # A float stack's layers in one grid, forward and backward: each layer on
+    # its share of the SMs with W_ih beside W_hh, all layers' blocks at most
+    # one per SM; not taken where that would shrink the rows per pass below a
+    # single layer's.
     sms, smem_per_block = DEVICES[device]
-    for mode, H, B, layers in itertools.product(_ops.MODE_IDS, [64, 256, 768], [1, 16], [2, 3]):
+    for mode, H, B, layers, backward in itertools.product(
+            _ops.MODE_IDS, [64, 256, 768], [1, 16], [2, 3], [False, True]):
         used, blocks, units, tile, splits, classes = SIMT.wavefront_plan(
-            _ops.MODE_IDS[mode], H, B, layers, device)
+            _ops.MODE_IDS[mode], H, B, layers, device, backward)
         if not used:
             continue
         assert layers * blocks <= sms and blocks * units >= H
-        alone = plan(mode, H, B, torch.float32, device)
+        alone = plan(mode, H, B, torch.float32, device, backward)
         assert alone["used"] and tile == alone["tile"]
     # LSTM H=256, 3 layers: a third of the SMs each (H100 44: 6 units a block;
     # A100 36: 8); GRU H=768, B=16, 2 layers: the tile would shrink.
@@ -111,3 +113,5 @@ def test_wavefront_plans(device):
     assert SIMT.wavefront_plan(lstm, 256, 1, 3, device)[:3] == \
         ([1, 43, 6] if device == "H100" else [1, 32, 8])
     assert not SIMT.wavefront_plan(gru, 768, 16, 2, device)[0]
+    assert SIMT.wavefront_plan(lstm, 256, 1, 3, device, True)[:2] == \
+        ([1, 43] if device == "H100" else [1, 32])

@@ -106,24 +106,27 @@ def predict(mode, H, B, dtype, device, backward=False, first_version=False):
                 total_us=product_us + exchange_us + barrier_us)
 
 
-def predict_wavefront(mode, H, B, device, layers, steps=100):
+def predict_wavefront(mode, H, B, device, layers, steps=100, backward=False):
     """A float stack of `layers` layers in one launch (persistent_wavefront.h):
-    each layer on its share of the SMs, with its W_ih rows beside W_hh's;
-    per wavefront step two products, the exchange of h and of the input, one
-    barrier; `steps` steps take steps + layers - 1 wavefront steps. Against
-    the same layers one launch after another."""
+    each layer on its share of the SMs, with its W_ih rows (backward: columns)
+    beside W_hh's; per wavefront step two products, the exchange of h (or of
+    the gate gradients) and of the input (its gradient), one barrier; `steps`
+    steps take steps + layers - 1 wavefront steps (backward: steps + 2 *
+    (layers - 1)). Against the same layers one launch after another."""
     used, blocks, units, tile, splits, classes = SIMT.wavefront_plan(
-        _ops.MODE_IDS[mode], H, B, layers, device)
-    single = predict(mode, H, B, "fp32", device)
+        _ops.MODE_IDS[mode], H, B, layers, device, backward)
+    single = predict(mode, H, B, "fp32", device, backward)
     if not used or single is None:
         return None
     d = DEVICES[device]
-    rows, s = GATES[mode] * units, 4
-    clocks, smem_bytes = fma_product(rows, H, B, s, tile, splits, classes, True)
+    G, s = GATES[mode], 4
+    rows, K = (units, G * H) if backward else (G * units, H)
+    clocks, smem_bytes = fma_product(rows, K, B, s, tile, splits, classes, True)
     product_us = 2 * max(clocks, smem_bytes / d["smem_bpc"]) / (d["ghz"] * 1e3)
-    exchange_us = d["l2_us"] + 2 * B * H * s / (d["l2_gbps"] * 1e9) * 1e6
+    exchange_us = d["l2_us"] + (B * K + B * H) * s / (d["l2_gbps"] * 1e9) * 1e6
     step_us = product_us + exchange_us + d["barrier_us"]
-    return dict(blocks=blocks, step_us=step_us, wavefront_us=(steps + layers - 1) * step_us,
+    wave_steps = steps + (2 if backward else 1) * (layers - 1)
+    return dict(blocks=blocks, step_us=step_us, wavefront_us=wave_steps * step_us,
                 layers_us=layers * steps * single["total_us"])
 
 
@@ -154,22 +157,23 @@ def main():
 
 
     print()
-    print("| mode | H | B | layers | device | blocks per layer | µs per wavefront step "
+    print("| mode | H | B | layers | device | pass | blocks per layer | µs per wavefront step "
           "| T = 100, µs: one launch | layer by layer |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mode in ("LSTM", "GRU"):
         for H in (256, 768):
             for B in (1, 16):
                 for layers in (2, 3):
                     for device in DEVICES:
-                        w = predict_wavefront(mode, H, B, device, layers)
-                        if w is None:
-                            print(f"| {mode} | {H} | {B} | {layers} | {device} | not taken "
-                                  "| — | — | — |")
-                            continue
-                        print(f"| {mode} | {H} | {B} | {layers} | {device} | {w['blocks']} | "
-                              f"{w['step_us']:.1f} | {w['wavefront_us']:.0f} | "
-                              f"{w['layers_us']:.0f} |")
+                        for pass_ in ("fwd", "bwd"):
+                            w = predict_wavefront(mode, H, B, device, layers,
+                                                  backward=pass_ == "bwd")
+                            head = f"| {mode} | {H} | {B} | {layers} | {device} | {pass_} |"
+                            if w is None:
+                                print(f"{head} not taken | — | — | — |")
+                                continue
+                            print(f"{head} {w['blocks']} | {w['step_us']:.1f} | "
+                                  f"{w['wavefront_us']:.0f} | {w['layers_us']:.0f} |")
 
 
 if __name__ == "__main__":

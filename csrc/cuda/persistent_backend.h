@@ -50,7 +50,9 @@ struct PersistentBackend : GenericLoopBackend {
   template <typename T>
   static void stack_wavefront_backward(const std::vector<WavefrontBackwardLayer<T>>& layers,
                                        const SeqLayout& seq) {
-    layers_backward<Self, Device, T>(layers, seq);
+    if (!persistent_wavefront_backward<Device, T>(layers, seq)) {
+      layers_backward<Self, Device, T>(layers, seq);
+    }
   }
   static void hold(std::initializer_list<at::Tensor> buffers) { hold_for_pair(buffers); }
   template <typename F>

@@ -29,36 +29,68 @@ struct PersistentBackwardArgs {
   T* dgates;    // [N, G*H]
   T* dgates_h;  // [N, G*H]; equal to dgates except for the GRU
   T* stage;     // [B, G*H] scratch, element (b, g*H + j) private to its thread
+  T* stage_x;   // GRU: [B, G*H] the same for the input-side gate gradients
+  T* grad_stage;  // [B, H] or null: grad_output written by other blocks (the
+                  // wavefront's layers below the top) is read through it
   unsigned* barrier;
 };
 
-// Block `block` of the `blocks` that run the backward of one layer-direction.
+// One block's part of a layer-direction's backward loop: its units' columns
+// of W_hh loaded into shared memory (and registers) once, then per step the
+// pointwise part, a grid barrier, the recurrent part (persistent_backward_block;
+// the wavefront's layers, persistent_wavefront.h).
 template <Mode M, typename T>
-RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>& p,
-                                                int64_t block, int64_t blocks) {
+struct BackwardBlock {
   using A = at::opmath_type<T>;
   using X = std::conditional_t<uses_tensor_cores<T>(), T, A>;
-  constexpr int64_t G = gates_of<M>();
-  const int64_t H = p.hidden, U = p.units, GH = G * H;
-  const int64_t j0 = block * U;
-  const int64_t units = H - j0 < U ? H - j0 : U;
-  const SmemLayout L(true, H, G, U, p.tile, sizeof(T), sizeof(A), uses_tensor_cores<T>(),
-                     blockDim.x);
-  RK_DYNAMIC_SHARED(unsigned char, smem);
-  A* sums = reinterpret_cast<A*>(smem);              // [tile, U]
-  X* ds = reinterpret_cast<X*>(smem + L.x_offset);   // [tile_p, K_p]
-  T* w = reinterpret_cast<T*>(smem + L.w_offset);    // [rows_p, K_p]: W_hh^T rows of the units
-  for (int64_t i = threadIdx.x; i < L.rows_p * L.K_p; i += blockDim.x) {
-    const int64_t u = i / L.K_p, r = i % L.K_p;
-    w[i] = u < units && r < GH ? p.w_hh[r * H + j0 + u] : T(0);
-  }
-  __syncthreads();
+  static constexpr int64_t G = gates_of<M>();
+  const PersistentBackwardArgs<T>& p;
+  int64_t j0, units;
+  SmemLayout L;
+  A* sums;  // [splits][tile, U]
+  X* ds;    // [tile_p, K_p]
+  T* w;     // [rows_p, K_p]: W_hh^T rows of the units
   WeightCache<T, A> cache;
-  load_weight_cache(L, w, p.cache, cache);
-  const SeqSteps& seq = p.seq;
-  for (int64_t s = 0; s < seq.steps; ++s) {
-    const int64_t t = seq.forward_time(seq.steps - 1 - s);  // backward walks the other way
-    const int64_t rows = seq.rows(t), off = seq.offset(t);
+
+  RK_DEVICE_INLINE BackwardBlock(const PersistentBackwardArgs<T>& args, int64_t block,
+                                 unsigned char* smem)
+      : p(args),
+        j0(block * args.units),
+        units(args.hidden - j0 < args.units ? args.hidden - j0 : args.units),
+        L(true, args.hidden, G, args.units, args.tile, sizeof(T), sizeof(A),
+          uses_tensor_cores<T>(), blockDim.x),
+        sums(reinterpret_cast<A*>(smem)),
+        ds(reinterpret_cast<X*>(smem + L.x_offset)),
+        w(reinterpret_cast<T*>(smem + L.w_offset)) {
+    const int64_t H = p.hidden;
+    for (int64_t i = threadIdx.x; i < L.rows_p * L.K_p; i += blockDim.x) {
+      const int64_t u = i / L.K_p, r = i % L.K_p;
+      w[i] = u < units && r < G * H ? p.w_hh[r * H + j0 + u] : T(0);
+    }
+    __syncthreads();
+    load_weight_cache(L, w, p.cache, cache);
+  }
+
+  // The time of the s-th step: backward walks the forward's steps the other way.
+  RK_DEVICE_INLINE int64_t time(int64_t s) const {
+    return p.seq.forward_time(p.seq.steps - 1 - s);
+  }
+
+  // The pointwise backward of the block's units at step s: their gate
+  // gradients into the step's rows, for every block to read after the barrier.
+  RK_DEVICE_INLINE void pointwise(int64_t s) {
+    const int64_t H = p.hidden, GH = G * H, t = time(s);
+    const int64_t rows = p.seq.rows(t), off = p.seq.offset(t);
+    const T* grad_out = p.grad_output ? p.grad_output + off * H : nullptr;
+    __syncthreads();  // the previous step's dh is complete
+    if (grad_out != nullptr && p.grad_stage != nullptr) {
+      // The same thread reads each element below (the same loop).
+      for (int64_t i = threadIdx.x; i < rows * units; i += blockDim.x) {
+        const int64_t b = i / units, j = j0 + i % units;
+        p.grad_stage[b * H + j] = exchange_load(grad_out + b * H + j);
+      }
+      grad_out = p.grad_stage;
+    }
     const BackwardStep<T> step{M,
                                rows,
                                H,
@@ -66,21 +98,28 @@ RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>&
                                p.extra ? p.extra + off * H : nullptr,
                                p.h_prev + off * H,
                                p.output + off * H,
-                               p.grad_output ? p.grad_output + off * H : nullptr,
+                               grad_out,
                                p.dh,
                                p.dc,
-                               M == Mode::GRU ? p.dgates + off * GH : p.stage,
+                               M == Mode::GRU ? p.stage_x : p.stage,
                                p.stage};
-    __syncthreads();  // the previous step's dh is complete
     for (int64_t i = threadIdx.x; i < rows * units; i += blockDim.x) {
       const int64_t b = i / units, j = j0 + i % units;
       backward_element<M>(step, b, j);
       for (int64_t g = 0; g < G; ++g) {
         const int64_t col = g * H + j;
         exchange_store(p.dgates_h + (off + b) * GH + col, p.stage[b * GH + col]);
+        if (M == Mode::GRU) {
+          exchange_store(p.dgates + (off + b) * GH + col, p.stage_x[b * GH + col]);
+        }
       }
     }
-    grid_barrier(p.barrier, static_cast<unsigned>(s + 1), static_cast<unsigned>(blocks));
+  }
+
+  // After the barrier: the block's units' share of dh' = dgates_h W_hh.
+  RK_DEVICE_INLINE void recurrent(int64_t s) {
+    const int64_t H = p.hidden, U = p.units, GH = G * H, t = time(s);
+    const int64_t rows = p.seq.rows(t), off = p.seq.offset(t);
     for (int64_t b0 = 0; b0 < rows; b0 += p.tile) {
       const int64_t nb = rows - b0 < p.tile ? rows - b0 : p.tile;
       __syncthreads();
@@ -100,6 +139,19 @@ RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>&
         dh = M == Mode::GRU ? T(A(dh) + sum) : T(sum);
       }
     }
+  }
+};
+
+// Block `block` of the `blocks` that run the backward of one layer-direction.
+template <Mode M, typename T>
+RK_DEVICE_INLINE void persistent_backward_block(const PersistentBackwardArgs<T>& p,
+                                                int64_t block, int64_t blocks) {
+  RK_DYNAMIC_SHARED(unsigned char, smem);
+  BackwardBlock<M, T> bb(p, block, smem);
+  for (int64_t s = 0; s < p.seq.steps; ++s) {
+    bb.pointwise(s);
+    grid_barrier(p.barrier, static_cast<unsigned>(s + 1), static_cast<unsigned>(blocks));
+    bb.recurrent(s);
   }
 }
 

@@ -198,15 +198,18 @@ bool persistent_backward(const LayerDims& dims, const SeqLayout& seq, bool rever
       plan_for<Device, T>(true, dims, seq, buf.w_hr != nullptr, paired_launch().open ? 2 : 1);
   if (!plan.use) return false;
   const PersistentScratch scratch = persistent_scratch<Device>(seq, reverse);
-  const int64_t GH = gate_count(dims.mode) * dims.hidden;
-  const at::Tensor stage =
-      at::empty({seq.batch * GH}, Device::options().dtype(c10::CppTypeToScalarType<T>::value));
+  const int64_t BGH = seq.batch * gate_count(dims.mode) * dims.hidden;
+  const bool gru = dims.mode == Mode::GRU;
+  const at::Tensor stage = at::empty({gru ? 2 * BGH : BGH},
+                                     Device::options().dtype(c10::CppTypeToScalarType<T>::value));
+  T* const staged = stage.data_ptr<T>();
   const PersistentBackwardArgs<T> args{scratch.seq,     dims.hidden,     plan.units,
                                        plan.tile,       plan.cache,      buf.w_hh,
                                        buf.gates,       buf.extra,       buf.h_prev,
                                        buf.output,      buf.grad_output, buf.dh,
                                        buf.dc,          buf.dgates,      buf.dgates_h,
-                                       stage.data_ptr<T>(), barrier_counter(scratch)};
+                                       staged,          gru ? staged + BGH : nullptr,
+                                       nullptr,         barrier_counter(scratch)};
   bool launched = false;
   dispatch_mode(dims.mode, [&](auto mode) {
     constexpr Mode M = decltype(mode)::value;

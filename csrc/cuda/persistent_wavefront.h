@@ -10,7 +10,7 @@
 // launch, as for a single layer). Device code for nvcc and the SIMT emulation.
 #pragma once
 
-#include "persistent.h"
+#include "persistent_backward.h"
 
 namespace rnnkern {
 namespace cuda {
@@ -131,6 +131,112 @@ __global__ void __launch_bounds__(kPersistentThreads, 1)
     grid_barrier(a.barrier, static_cast<unsigned>(s + 1), blocks);
   }
   fb.finish();
+}
+
+// The backward loops of the same stack in one launch: the top layer first,
+// each layer two wavefront steps behind the one above, since a layer's step
+// needs the gradient of its output that the layer above forms in the second
+// half of its step for the same time (after that step's barrier), and a
+// barrier must pass between that write and this read. Layer l + 1's block b
+// forms the gradient of the columns of its input that are the units of layer
+// l's block b: (dgates W_ih)[:, j] times the dropout's noise.
+template <typename T>
+struct WaveBackwardLayerArgs {
+  PersistentBackwardArgs<T> step;
+  const T* w_ih;  // [G*H, I]
+  int64_t input_size;
+  const T* noise;
+  T* below;  // [N, I]: the layer below's grad_output; null for the first
+};
+
+template <typename T>
+struct WavefrontBackwardArgs {
+  const WaveBackwardLayerArgs<T>* layers;  // in device memory
+  int64_t count;
+  int64_t blocks;  // per layer
+  unsigned* barrier;
+};
+
+// The gradient of a layer's input for the block's columns j (the layers
+// above the first): its units' columns of W_ih in shared memory (after
+// BackwardBlock's operands), per step (dgates W_ih)[:, j] * noise.
+template <Mode M, typename T>
+struct BelowBlock {
+  using A = at::opmath_type<T>;
+  using X = std::conditional_t<uses_tensor_cores<T>(), T, A>;
+  static constexpr int64_t G = gates_of<M>();
+  const WaveBackwardLayerArgs<T>& a;
+  int64_t j0, units;
+  SmemLayout L;
+  A* sums;
+  X* ds;
+  T* w;
+
+  RK_DEVICE_INLINE BelowBlock(const WaveBackwardLayerArgs<T>& args, int64_t block,
+                              unsigned char* smem)
+      : a(args),
+        j0(block * args.step.units),
+        units(args.input_size - j0 < args.step.units ? args.input_size - j0 : args.step.units),
+        L(true, args.step.hidden, G, args.step.units, args.step.tile, sizeof(T), sizeof(A),
+          uses_tensor_cores<T>(), blockDim.x),
+        sums(reinterpret_cast<A*>(smem)),
+        ds(reinterpret_cast<X*>(smem + L.x_offset)),
+        w(reinterpret_cast<T*>(smem + L.w_offset)) {
+    if (a.below == nullptr) return;  // the first layer: nothing on chip
+    const int64_t I = a.input_size, GH = G * a.step.hidden;
+    for (int64_t i = threadIdx.x; i < L.rows_p * L.K_p; i += blockDim.x) {
+      const int64_t u = i / L.K_p, r = i % L.K_p;
+      w[i] = u < units && r < GH ? a.w_ih[r * I + j0 + u] : T(0);
+    }
+  }
+
+  // below[t][:, j] for the step at time t, after the barrier that made every
+  // unit's gate gradients of the step visible.
+  template <typename Cache>
+  RK_DEVICE_INLINE void write(int64_t t, const Cache& cache) {
+    const int64_t I = a.input_size, GH = G * a.step.hidden, U = a.step.units;
+    const int64_t rows = a.step.seq.rows(t), off = a.step.seq.offset(t);
+    for (int64_t b0 = 0; b0 < rows; b0 += a.step.tile) {
+      const int64_t nb = rows - b0 < a.step.tile ? rows - b0 : a.step.tile;
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < L.tile_p * L.K_p; i += blockDim.x) {
+        const int64_t lb = i / L.K_p, r = i % L.K_p;
+        ds[i] = lb >= nb || r >= GH ? X(0)
+                : X(exchange_load(a.step.dgates + (off + b0 + lb) * GH + r));
+      }
+      __syncthreads();
+      block_product(L, w, cache, 0, ds, nb, sums);
+      __syncthreads();
+      for (int64_t i = threadIdx.x; i < nb * units; i += blockDim.x) {
+        const int64_t lb = i / units, at = (off + b0 + lb) * I + j0 + i % units;
+        A v = split_total(L, sums, lb * U + i % units);
+        if (a.noise != nullptr) v *= A(a.noise[at]);
+        exchange_store(a.below + at, T(v));
+      }
+    }
+  }
+};
+
+template <Mode M, typename T>
+__global__ void __launch_bounds__(kPersistentThreads, 1)
+    persistent_wavefront_backward_kernel(const WavefrontBackwardArgs<T> a) {
+  const int64_t layer = blockIdx.x / a.blocks, block = blockIdx.x % a.blocks;
+  const WaveBackwardLayerArgs<T>& l = a.layers[layer];
+  RK_DYNAMIC_SHARED(unsigned char, smem);
+  BackwardBlock<M, T> bb(l.step, block, smem);
+  BelowBlock<M, T> below(l, block, smem + wavefront_smem_offset(bb.L));
+  const int64_t steps = l.step.seq.steps, lag = 2 * (a.count - 1 - layer);
+  const unsigned blocks = static_cast<unsigned>(a.count * a.blocks);
+  for (int64_t s = 0; s < steps + 2 * (a.count - 1); ++s) {
+    const int64_t k = s - lag;
+    const bool on = k >= 0 && k < steps;
+    if (on) bb.pointwise(k);
+    grid_barrier(a.barrier, static_cast<unsigned>(s + 1), blocks);
+    if (on) {
+      bb.recurrent(k);
+      if (layer > 0) below.write(bb.time(k), bb.cache);
+    }
+  }
 }
 
 }  // namespace cuda

@@ -216,25 +216,27 @@ std::vector<int64_t> persistent_plan(bool backward, int64_t mode, int64_t hidden
           p.classes};
 }
 
-// The wavefront's plan for a float stack of `layers` layers of H units on a
-// named device ("A100", "H100" or "emulated"): [used, blocks per layer,
-// units, tile, splits of K, batch classes].
+// The wavefront's plan (forward or backward) for a float stack of `layers`
+// layers of H units on a named device ("A100", "H100" or "emulated"):
+// [used, blocks per layer, units, tile, splits of K, batch classes].
 std::vector<int64_t> wavefront_plan(int64_t mode, int64_t hidden, int64_t batch, int64_t layers,
-                                    const std::string& device) {
+                                    const std::string& device, bool backward) {
   TORCH_CHECK(hidden >= 1 && batch >= 1 && layers >= 1, "rnnkern_simt: bad wavefront shape");
+  const LayerDims dims{checked_mode(mode), hidden, hidden};
   cuda::PersistentPlan p;
   if (device == "emulated") {
-    p = cuda::plan_wavefront<EmulatedDevice, float>(
-        LayerDims{checked_mode(mode), hidden, hidden}, SeqLayout::dense(1, batch), layers);
-  } else {
+    const SeqLayout seq = SeqLayout::dense(1, batch);
+    p = backward ? cuda::plan_wavefront_backward<EmulatedDevice, float>(dims, seq, layers)
+                 : cuda::plan_wavefront<EmulatedDevice, float>(dims, seq, layers);
+  } else {  // as plan_wavefront(_backward), for that GPU
     const cuda::DeviceLimits full = device == "A100" ? cuda::kA100 : cuda::kH100;
     cuda::DeviceLimits share = full;
     share.sms = std::max<int64_t>(1, full.sms / layers);
-    p = cuda::plan_persistent(false, checked_mode(mode), hidden, batch, false, 4, 4, share,
+    p = cuda::plan_persistent(backward, dims.mode, hidden, batch, false, 4, 4, share,
                               cuda::kPersistentThreads, 2);
     const cuda::PersistentPlan alone = cuda::plan_persistent(
-        false, checked_mode(mode), hidden, batch, false, 4, 4, full, cuda::kPersistentThreads);
-    if (!alone.use || p.tile < alone.tile) p.use = false;  // as plan_wavefront
+        backward, dims.mode, hidden, batch, false, 4, 4, full, cuda::kPersistentThreads);
+    if (!alone.use || p.tile < alone.tile) p.use = false;
   }
   return {p.use, p.blocks, p.units, p.tile, p.splits, p.classes};
 }
@@ -308,8 +310,8 @@ RNNKERN_LIBRARY(RNNKERN_SIMT_OPS, m) {
       "ScalarType dtype, str device) -> int[]");
   m.def("persistent_launches() -> int");
   m.def(
-      "wavefront_plan(int mode, int hidden, int batch, int layers, str device=\"emulated\") "
-      "-> int[]");
+      "wavefront_plan(int mode, int hidden, int batch, int layers, str device=\"emulated\", "
+      "bool backward=False) -> int[]");
   m.def("grid_barrier_run(int blocks, int threads, int steps) -> ()");
 }
 
