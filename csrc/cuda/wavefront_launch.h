@@ -4,9 +4,8 @@
 // on its share of the SMs, else layer by layer, each layer's input part of
 // the gates one GEMM before its loop. The backward likewise: in one launch
 // where it fits, else layer by layer from the top, the gradient of each
-// layer's input one GEMM after its loop. Host
-// code, shared by the CUDA backend and the CPU emulation (their Device, as in
-// persistent_launch.h).
+// layer's input one GEMM after its loop. Host code, shared by the CUDA
+// backend and the CPU emulation (their Device, as in persistent_launch.h).
 #pragma once
 
 #include <ATen/ops/empty.h>
