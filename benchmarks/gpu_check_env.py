@@ -39,6 +39,30 @@ def layer_inputs(mode, T, B, H, dtype, device, packed=False, seed=0):
             rand(G * H), rand(G * H), None]
 
 
+def stack_inputs(mode, T, B, H, layers, dtype, device, train, seed=0):
+    """Arguments of stack_forward for a one-direction stack of input size H."""
+    gen = torch.Generator().manual_seed(seed)
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=gen) * 0.3).to(device=device, dtype=dtype)
+
+    weights = []
+    for _ in range(layers):
+        weights += [rand(G * H, H), rand(G * H, H), rand(G * H), rand(G * H), None]
+    cx = rand(layers, B, H) if mode == "LSTM" else None
+    return (_ops.MODE_IDS[mode], rand(T, B, H), None, rand(layers, B, H), cx, weights, layers,
+            False, 0.0, train)
+
+
+def stack_forward_backward(ops, args):
+    """The stack op forward, then its backward for fixed output gradients."""
+    output, h_n, c_n, saved = ops.stack_forward(*args)
+    grads = [torch.ones_like(t) * 0.1 if t.numel() else None for t in (output, h_n, c_n)]
+    return ops.stack_backward(args[0], args[1], args[2], args[5], output, saved, *grads,
+                              *args[6:9], args[1].shape[1], [True, True, True, True])
+
+
 def forward_backward(ops, args, reverse=False):
     """All outputs of the forward op and of the backward op for fixed output gradients."""
     out = ops.layer_forward(*args, reverse, True)
@@ -74,17 +98,29 @@ class Env:
             self.barrier_steps = (256, 4096)
 
     # ---- the persistent tier on/off, and what it plans ----
-    def persistent(self, on, mode="LSTM", H=33, B=3, dtype=torch.float32):
+    def persistent(self, on, mode="LSTM", H=33, B=3, dtype=torch.float32, layers=1):
         if not self.dry:
             torch.ops.rnnkern._cuda_persistent(1 if on else 0)
             return
-        # An emulated device small enough that H needs a grid of several blocks.
+        # An emulated device small enough that H needs a grid of several blocks
+        # (a stack: per layer, its layers in one grid).
         for smem in [1 << s for s in range(21, 9, -1)]:
-            self.ops.set_persistent_config(on, 3, smem, 64)
-            plans = [self.plan(b, mode, H, B, dtype) for b in (False, True)]
+            self.ops.set_persistent_config(on, 3 * layers, smem, 64)
+            if layers > 1:
+                plans = [self.wavefront_plan(b, mode, H, B, layers) for b in (False, True)]
+            else:
+                plans = [self.plan(b, mode, H, B, dtype) for b in (False, True)]
             if all(p[0] and p[1] > 1 for p in plans):
                 return
         self.ops.set_persistent_config(on)
+
+    def wavefront_plan(self, backward, mode, H, B, layers):
+        """[used, blocks per layer] of a float stack as one launch."""
+        if self.dry:
+            return self.ops.wavefront_plan(_ops.MODE_IDS[mode], H, B, layers, "emulated",
+                                           backward)[:2]
+        return torch.ops.rnnkern._cuda_wavefront_plan(_ops.MODE_IDS[mode], H, B, layers,
+                                                      backward)
 
     def plan(self, backward, mode, H, B, dtype):
         if self.dry:

@@ -12,12 +12,13 @@ def write_json(out, name, data):
 def _markdown(bench, versions):
     lines = [f"# rnnkern vs torch.nn (cuDNN) on {versions.get('device')}", "",
              f"Source: {bench['source']}", "",
-             "| mode | dtype | phase | B | H | T | persistent taken | cuDNN ms | persistent ms "
-             "| per-step ms | persistent µs/step | persistent vs cuDNN |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mode | dtype | phase | B | H | T | layers | persistent taken | cuDNN ms "
+             "| persistent ms | per-step ms | persistent µs/step | persistent vs cuDNN |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}
     for row in bench["rows"]:
-        key = (row["mode"], row["dtype"], row["phase"], row["B"], row["H"], row["T"])
+        key = (row["mode"], row["dtype"], row["phase"], row["B"], row["H"], row["T"],
+               row.get("layers", 1))
         groups.setdefault(key, {})[row["tier"]] = row
 
     def ms(tiers, tier):
@@ -74,7 +75,8 @@ def write_summary(out, sections, seconds):
     bench = sections["bench"]
     timed = [r for r in bench["rows"] if "median_ms" in r]
     persistent = [r for r in timed if r["tier"] == "persistent" and r["persistent_taken"]]
-    headline = [r for r in timed if (r["mode"], r["H"], r["B"], r["T"]) == ("LSTM", 768, 16, 1024)]
+    headline = [r for r in timed if (r["mode"], r["H"], r["B"], r["T"], r.get("layers", 1)) ==
+                ("LSTM", 768, 16, 1024, 1)]
     tests = sections["tests"]["runs"]
     summary = {
         "dry_run": sections["versions"]["dry_run"],
@@ -86,7 +88,8 @@ def write_summary(out, sections, seconds):
         "determinism_cases": sections["determinism"]["cases"],
         "tests_passed_twice": all(run["returncode"] == 0 for run in tests),
         "sanitizer": sections["sanitizer"].get("status"),
-        "bench_cases_timed": len({(r["mode"], r["dtype"], r["B"], r["H"], r["T"]) for r in timed}),
+        "bench_cases_timed": len({(r["mode"], r["dtype"], r["B"], r["H"], r["T"],
+                                   r.get("layers", 1)) for r in timed}),
         "bench_cases_not_reached": len(bench["not_reached"]),
         "chart": bench.get("chart", False),
         "persistent_faster_than_cudnn": f"{sum(r['vs_cudnn'] > 1 for r in persistent)} of "

@@ -248,6 +248,19 @@ std::vector<int64_t> persistent_plan_op(bool backward, int64_t mode, int64_t hid
           p.classes};
 }
 
+// Whether a float stack of `layers` layers runs as one wavefront launch on
+// the current GPU (forward, or its backward loops): [used, blocks per layer].
+std::vector<int64_t> wavefront_plan_op(int64_t mode, int64_t hidden, int64_t batch,
+                                       int64_t layers, bool backward) {
+  TORCH_CHECK(hidden >= 1 && batch >= 1 && layers >= 1, "rnnkern: bad wavefront shape");
+  const LayerDims dims{checked_mode(mode), hidden, hidden};
+  const SeqLayout seq = SeqLayout::dense(1, batch);
+  const PersistentPlan p =
+      backward ? plan_wavefront_backward<PersistentDevice, float>(dims, seq, layers)
+               : plan_wavefront<PersistentDevice, float>(dims, seq, layers);
+  return {p.use, p.blocks};
+}
+
 }  // namespace
 }  // namespace cuda
 
@@ -259,12 +272,16 @@ TORCH_LIBRARY_FRAGMENT(rnnkern, m) {
   m.def(
       "_cuda_persistent_plan(bool backward, int mode, int hidden, int batch, bool projection, "
       "ScalarType dtype) -> int[]");
+  m.def(
+      "_cuda_wavefront_plan(int mode, int hidden, int batch, int layers, bool backward) "
+      "-> int[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnkern, CompositeExplicitAutograd, m) {
   m.impl("_cuda_persistent", &cuda::set_persistent);
   m.impl("_cuda_grid_barrier_run", &cuda::grid_barrier_run);
   m.impl("_cuda_persistent_plan", &cuda::persistent_plan_op);
+  m.impl("_cuda_wavefront_plan", &cuda::wavefront_plan_op);
 }
 
 TORCH_LIBRARY_IMPL(rnnkern, CUDA, m) {
