@@ -255,9 +255,7 @@ std::vector<int64_t> wavefront_plan_op(int64_t mode, int64_t hidden, int64_t bat
   TORCH_CHECK(hidden >= 1 && batch >= 1 && layers >= 1, "rnnkern: bad wavefront shape");
   const LayerDims dims{checked_mode(mode), hidden, hidden};
   const SeqLayout seq = SeqLayout::dense(1, batch);
-  const PersistentPlan p =
-      backward ? plan_wavefront_backward<PersistentDevice, float>(dims, seq, layers)
-               : plan_wavefront<PersistentDevice, float>(dims, seq, layers);
+  const PersistentPlan p = plan_wavefront<PersistentDevice, float>(backward, dims, seq, layers);
   return {p.use, p.blocks};
 }
 

@@ -33,9 +33,9 @@ constexpr int kCacheSteps = 24;
 // (kBatchBlock rows; 8 on tensor cores), an item each, warp w taking items w,
 // w + warps, ... The slices are as many as leave the busiest warp the least
 // work by a count of its instructions (few rows, as the backward's U units,
-// then still keep every warp busy); warps left over take batch classes. Each split writes its own partial sums,
-// which split_total adds in a fixed order: results do not depend on the
-// schedule.
+// then still keep every warp busy); warps left over take batch classes. Each
+// split writes its own partial sums, which split_total adds in a fixed order:
+// results do not depend on the schedule.
 struct ProductSplit {
   int64_t groups, splits, slice, classes, warps;
 

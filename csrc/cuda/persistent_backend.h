@@ -40,7 +40,7 @@ struct PersistentBackend : GenericLoopBackend {
   template <typename T>
   static bool wavefront_applies(const LayerDims& dims, const SeqLayout& seq, int64_t layers,
                                 int64_t) {
-    return plan_wavefront<Device, T>(dims, seq, layers).use;
+    return plan_wavefront<Device, T>(false, dims, seq, layers).use;
   }
   template <typename T>
   static void stack_wavefront(const std::vector<WavefrontLayer<T>>& layers,

@@ -152,13 +152,13 @@ bool launch_or_pair(void (*single)(Args), void (*pair_kernel)(Args, Args, int64_
 
 template <class Device, typename T>
 PersistentPlan plan_for(bool backward, const LayerDims& dims, const SeqLayout& seq,
-                        bool projection, int64_t sm_share = 1, int64_t operand_sets = 1) {
+                        bool projection, int64_t sm_share = 1) {
   if (!Device::enabled() || seq.steps == 0) return {};
   DeviceLimits limits = Device::limits();
   limits.sms = std::max<int64_t>(1, limits.sms / sm_share);
   PersistentPlan plan =
       plan_persistent(backward, dims.mode, dims.hidden, seq.batch, projection, sizeof(T),
-                      sizeof(at::opmath_type<T>), limits, Device::max_threads(), operand_sets);
+                      sizeof(at::opmath_type<T>), limits, Device::max_threads());
   if (plan.use && !barrier_count_fits(seq.steps, plan.blocks)) plan.use = false;
   plan.cache = std::min(plan.cache, Device::cache_cap());
   return plan;

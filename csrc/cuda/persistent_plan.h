@@ -133,6 +133,28 @@ inline PersistentPlan plan_persistent(bool backward, Mode mode, int64_t hidden, 
   return plan;
 }
 
+// A layer of a stack run as one wavefront launch (persistent_wavefront.h):
+// planned for its share of the SMs with W_ih beside W_hh (forward: rows;
+// backward: columns); not taken where that leaves a smaller tile of rows per
+// pass than the layer alone would have (passes of few rows cost more than the
+// launches saved).
+inline PersistentPlan plan_wavefront_layer(bool backward, Mode mode, int64_t hidden,
+                                           int64_t batch, int64_t elem_bytes, int64_t acc_bytes,
+                                           const DeviceLimits& d, int64_t layers,
+                                           int64_t threads = kPersistentThreads) {
+  DeviceLimits share = d;
+  share.sms = std::max<int64_t>(1, d.sms / layers);
+  PersistentPlan plan = plan_persistent(backward, mode, hidden, batch, false, elem_bytes,
+                                        acc_bytes, share, threads, 2);
+  const PersistentPlan alone =
+      plan_persistent(backward, mode, hidden, batch, false, elem_bytes, acc_bytes, d, threads);
+  if (plan.use && (!alone.use || plan.tile < alone.tile)) {
+    plan.use = false;
+    plan.why = "W_ih beside W_hh would shrink the tile";
+  }
+  return plan;
+}
+
 // The grid barrier's counter is 32-bit: steps * blocks must fit.
 inline bool barrier_count_fits(int64_t steps, int64_t blocks) {
   return blocks <= 1 || steps <= (int64_t{1} << 32) / blocks - 1;

@@ -28,9 +28,11 @@ struct WaveLayerArgs {
   T* dropped;
 };
 
-template <typename T>
+// A wavefront kernel's argument: its layers' (WaveLayerArgs forward,
+// WaveBackwardLayerArgs backward).
+template <typename Layer>
 struct WavefrontArgs {
-  const WaveLayerArgs<T>* layers;  // in device memory
+  const Layer* layers;  // in device memory
   int64_t count;
   int64_t blocks;  // per layer
   unsigned* barrier;
@@ -114,7 +116,7 @@ RK_HD_INLINE int64_t wavefront_smem_offset(const SmemLayout& forward) {
 
 template <Mode M, typename T>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
-    persistent_wavefront_kernel(const WavefrontArgs<T> a) {
+    persistent_wavefront_kernel(const WavefrontArgs<WaveLayerArgs<T>> a) {
   const int64_t layer = blockIdx.x / a.blocks, block = blockIdx.x % a.blocks;
   const WaveLayerArgs<T>& l = a.layers[layer];
   RK_DYNAMIC_SHARED(unsigned char, smem);
@@ -147,14 +149,6 @@ struct WaveBackwardLayerArgs {
   int64_t input_size;
   const T* noise;
   T* below;  // [N, I]: the layer below's grad_output; null for the first
-};
-
-template <typename T>
-struct WavefrontBackwardArgs {
-  const WaveBackwardLayerArgs<T>* layers;  // in device memory
-  int64_t count;
-  int64_t blocks;  // per layer
-  unsigned* barrier;
 };
 
 // The gradient of a layer's input for the block's columns j (the layers
@@ -219,7 +213,7 @@ struct BelowBlock {
 
 template <Mode M, typename T>
 __global__ void __launch_bounds__(kPersistentThreads, 1)
-    persistent_wavefront_backward_kernel(const WavefrontBackwardArgs<T> a) {
+    persistent_wavefront_backward_kernel(const WavefrontArgs<WaveBackwardLayerArgs<T>> a) {
   const int64_t layer = blockIdx.x / a.blocks, block = blockIdx.x % a.blocks;
   const WaveBackwardLayerArgs<T>& l = a.layers[layer];
   RK_DYNAMIC_SHARED(unsigned char, smem);

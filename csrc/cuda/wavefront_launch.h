@@ -30,19 +30,35 @@ at::Tensor to_device(const std::vector<Args>& host) {
   return staged.to(Device::options().device());
 }
 
-// Each layer planned for its share of the SMs, with W_ih's rows beside W_hh's;
-// not taken where that leaves a smaller tile of rows per pass than a layer
-// alone would have (passes of few rows cost more than the launches saved).
+// The stack's plan per layer (plan_wavefront_layer) on this Device; a
+// wavefront of T steps meets at T + L - 1 barriers (backward: T + 2(L - 1)).
 template <class Device, typename T>
-PersistentPlan plan_wavefront(const LayerDims& dims, const SeqLayout& seq, int64_t layers) {
-  PersistentPlan plan = plan_for<Device, T>(false, dims, seq, false, layers, 2);
-  if (!plan.use) return plan;
-  const PersistentPlan alone = plan_for<Device, T>(false, dims, seq, false);
-  if (!barrier_count_fits(seq.steps + layers - 1, plan.blocks * layers) || !alone.use ||
-      plan.tile < alone.tile) {
-    plan.use = false;
-  }
+PersistentPlan plan_wavefront(bool backward, const LayerDims& dims, const SeqLayout& seq,
+                              int64_t layers) {
+  if (!Device::enabled() || seq.steps == 0) return {};
+  PersistentPlan plan = plan_wavefront_layer(backward, dims.mode, dims.hidden, seq.batch,
+                                             sizeof(T), sizeof(at::opmath_type<T>),
+                                             Device::limits(), layers, Device::max_threads());
+  const int64_t barriers = seq.steps + (backward ? 2 : 1) * (layers - 1);
+  if (plan.use && !barrier_count_fits(barriers, plan.blocks * layers)) plan.use = false;
+  plan.cache = std::min(plan.cache, Device::cache_cap());
   return plan;
+}
+
+// Launches a wavefront kernel (kernel_of(mode) for the stack's mode) on
+// n * plan.blocks blocks with the layers' arguments `host`.
+template <class Device, typename Layer, typename KernelOf>
+bool launch_wavefront(Mode mode, const PersistentPlan& plan, const PersistentScratch& scratch,
+                      const std::vector<Layer>& host, const KernelOf& kernel_of) {
+  const int64_t n = static_cast<int64_t>(host.size());
+  const at::Tensor on_device = to_device<Device>(host);
+  const WavefrontArgs<Layer> args{reinterpret_cast<const Layer*>(on_device.data_ptr()), n,
+                                  plan.blocks, barrier_counter(scratch)};
+  PersistentPlan grid = plan;
+  grid.blocks = n * plan.blocks;
+  bool launched = false;
+  dispatch_mode(mode, [&](auto m) { launched = Device::launch(kernel_of(m), grid, args); });
+  return launched;
 }
 
 // false: not launched (nothing has run).
@@ -50,7 +66,7 @@ template <class Device, typename T>
 bool persistent_wavefront(const std::vector<WavefrontLayer<T>>& layers, const SeqLayout& seq) {
   const int64_t n = static_cast<int64_t>(layers.size());
   const LayerDims& dims = layers[0].dims;
-  const PersistentPlan plan = plan_wavefront<Device, T>(dims, seq, n);
+  const PersistentPlan plan = plan_wavefront<Device, T>(false, dims, seq, n);
   if (!plan.use) return false;
   const PersistentScratch scratch = persistent_scratch<Device>(seq, false);
   const int64_t BH = seq.batch * dims.hidden;
@@ -65,31 +81,9 @@ bool persistent_wavefront(const std::vector<WavefrontLayer<T>>& layers, const Se
                 buf.saved_extra, stage.data_ptr<T>() + l * BH, barrier_counter(scratch)},
                w.w_ih, w.input_size, w.input, w.noise, w.dropped};
   }
-  const at::Tensor on_device = to_device<Device>(host);
-  const WavefrontArgs<T> args{reinterpret_cast<const WaveLayerArgs<T>*>(on_device.data_ptr()), n,
-                              plan.blocks, barrier_counter(scratch)};
-  PersistentPlan grid = plan;
-  grid.blocks = n * plan.blocks;
-  bool launched = false;
-  dispatch_mode(dims.mode, [&](auto mode) {
-    constexpr Mode M = decltype(mode)::value;
-    launched = Device::launch(&persistent_wavefront_kernel<M, T>, grid, args);
+  return launch_wavefront<Device>(dims.mode, plan, scratch, host, [](auto mode) {
+    return &persistent_wavefront_kernel<decltype(mode)::value, T>;
   });
-  return launched;
-}
-
-// The backward's plan: as plan_wavefront's, with W_ih's columns beside W_hh's.
-template <class Device, typename T>
-PersistentPlan plan_wavefront_backward(const LayerDims& dims, const SeqLayout& seq,
-                                       int64_t layers) {
-  PersistentPlan plan = plan_for<Device, T>(true, dims, seq, false, layers, 2);
-  if (!plan.use) return plan;
-  const PersistentPlan alone = plan_for<Device, T>(true, dims, seq, false);
-  if (!barrier_count_fits(seq.steps + 2 * (layers - 1), plan.blocks * layers) || !alone.use ||
-      plan.tile < alone.tile) {
-    plan.use = false;
-  }
-  return plan;
 }
 
 // false: not launched (nothing has run).
@@ -98,7 +92,7 @@ bool persistent_wavefront_backward(const std::vector<WavefrontBackwardLayer<T>>&
                                    const SeqLayout& seq) {
   const int64_t n = static_cast<int64_t>(layers.size());
   const LayerDims& dims = layers[0].dims;
-  const PersistentPlan plan = plan_wavefront_backward<Device, T>(dims, seq, n);
+  const PersistentPlan plan = plan_wavefront<Device, T>(true, dims, seq, n);
   if (!plan.use) return false;
   const PersistentScratch scratch = persistent_scratch<Device>(seq, false);
   const int64_t H = dims.hidden, BGH = seq.batch * gate_count(dims.mode) * H;
@@ -116,18 +110,9 @@ bool persistent_wavefront_backward(const std::vector<WavefrontBackwardLayer<T>>&
                 barrier_counter(scratch)},
                w.w_ih, w.input_size, w.noise, w.below};
   }
-  const at::Tensor on_device = to_device<Device>(host);
-  const WavefrontBackwardArgs<T> args{
-      reinterpret_cast<const WaveBackwardLayerArgs<T>*>(on_device.data_ptr()), n, plan.blocks,
-      barrier_counter(scratch)};
-  PersistentPlan grid = plan;
-  grid.blocks = n * plan.blocks;
-  bool launched = false;
-  dispatch_mode(dims.mode, [&](auto mode) {
-    constexpr Mode M = decltype(mode)::value;
-    launched = Device::launch(&persistent_wavefront_backward_kernel<M, T>, grid, args);
+  return launch_wavefront<Device>(dims.mode, plan, scratch, host, [](auto mode) {
+    return &persistent_wavefront_backward_kernel<decltype(mode)::value, T>;
   });
-  return launched;
 }
 
 // out = a * b elementwise, n elements on the device.

@@ -222,22 +222,13 @@ std::vector<int64_t> persistent_plan(bool backward, int64_t mode, int64_t hidden
 std::vector<int64_t> wavefront_plan(int64_t mode, int64_t hidden, int64_t batch, int64_t layers,
                                     const std::string& device, bool backward) {
   TORCH_CHECK(hidden >= 1 && batch >= 1 && layers >= 1, "rnnkern_simt: bad wavefront shape");
-  const LayerDims dims{checked_mode(mode), hidden, hidden};
-  cuda::PersistentPlan p;
-  if (device == "emulated") {
-    const SeqLayout seq = SeqLayout::dense(1, batch);
-    p = backward ? cuda::plan_wavefront_backward<EmulatedDevice, float>(dims, seq, layers)
-                 : cuda::plan_wavefront<EmulatedDevice, float>(dims, seq, layers);
-  } else {  // as plan_wavefront(_backward), for that GPU
-    const cuda::DeviceLimits full = device == "A100" ? cuda::kA100 : cuda::kH100;
-    cuda::DeviceLimits share = full;
-    share.sms = std::max<int64_t>(1, full.sms / layers);
-    p = cuda::plan_persistent(backward, dims.mode, hidden, batch, false, 4, 4, share,
-                              cuda::kPersistentThreads, 2);
-    const cuda::PersistentPlan alone = cuda::plan_persistent(
-        backward, dims.mode, hidden, batch, false, 4, 4, full, cuda::kPersistentThreads);
-    if (!alone.use || p.tile < alone.tile) p.use = false;
-  }
+  const Mode m = checked_mode(mode);
+  const cuda::PersistentPlan p =
+      device == "emulated"
+          ? cuda::plan_wavefront<EmulatedDevice, float>(backward, LayerDims{m, hidden, hidden},
+                                                        SeqLayout::dense(1, batch), layers)
+          : cuda::plan_wavefront_layer(backward, m, hidden, batch, 4, 4,
+                                       device == "A100" ? cuda::kA100 : cuda::kH100, layers);
   return {p.use, p.blocks, p.units, p.tile, p.splits, p.classes};
 }
 
